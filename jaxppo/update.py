@@ -90,7 +90,7 @@ def minibatch_step(agent: Agent, params, opt_state, batch: LossInputs, hp: HPara
     )
     grads = pmean(grads, axis_name)
     metrics = pmean(metrics, axis_name)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = make_optimizer(config, hp.max_grad_norm, lr).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, StepMetrics(metrics, grad_norm)
 

@@ -1,0 +1,77 @@
+"""Host-side progress reporting for runs whose metrics arrive through `jax.debug.callback`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import numpy as np
+
+
+def format_duration(seconds: float) -> str:
+    """Compact h/m/s rendering, e.g. 75 -> '1m15s'."""
+    seconds = int(round(max(seconds, 0.0)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class ProgressPrinter:
+    """Prints one compact line per reported update, at most every `min_interval` seconds (and always the last).
+
+    It is called from inside the compiled run once per seed and per device for every reported update; calls are
+    gathered until all `calls_per_update` of an update arrived, then the seed mean is reported. `steps_per_update`
+    counts one seed's env steps per update; the printed rate counts all `num_seeds` seeds. Pass an instance
+    as `make_train(config, progress_fn=printer)`.
+    """
+
+    def __init__(self, num_updates: int, steps_per_update: int, num_seeds: int = 1, calls_per_update: int = 1,
+                 min_interval: float = 0.5, stream: TextIO | None = None):
+        self.num_updates = num_updates
+        self.num_seeds = num_seeds
+        self.steps_per_update = steps_per_update
+        self.calls_per_update = calls_per_update
+        self.min_interval = min_interval
+        self.stream = stream if stream is not None else sys.stdout
+        self._pending: dict[int, list[float]] = {}
+        self._start: float | None = None
+        self._start_update = 0
+        self._last_print = -float("inf")
+        self.lines_printed = 0
+
+    def __call__(self, payload: dict[str, np.ndarray]) -> None:
+        update = int(payload["update"])
+        returns = np.ravel(np.asarray(payload["episode_return"], np.float64))
+        gathered = self._pending.setdefault(update, [])
+        gathered.extend(returns.tolist())
+        if len(gathered) < self.calls_per_update:
+            return
+        del self._pending[update]
+        now = time.perf_counter()
+        if self._start is None:
+            self._start, self._start_update = now, update
+        final = update >= self.num_updates
+        if not final and now - self._last_print < self.min_interval:
+            return
+        self._last_print = now
+        self._print(update, float(np.mean(gathered)), now)
+
+    def _print(self, update: int, mean_return: float, now: float) -> None:
+        elapsed = now - (self._start or now)
+        done_since_start = update - self._start_update
+        rate = done_since_start * self.steps_per_update * self.num_seeds / elapsed if elapsed > 0 and done_since_start > 0 else None
+        eta = (self.num_updates - update) * self.steps_per_update * self.num_seeds / rate if rate else None
+        parts = [
+            f"update {update}/{self.num_updates}",
+            f"env steps {update * self.steps_per_update:,}",
+            f"return {mean_return:.2f}",
+            f"{rate:,.0f} steps/s" if rate else "-- steps/s",
+            f"ETA {format_duration(eta)}" if eta is not None else "ETA --",
+        ]
+        print(" | ".join(parts), file=self.stream, flush=True)
+        self.lines_printed += 1

@@ -1,0 +1,162 @@
+"""End-to-end training: probe environments with known values, real learning, vmap/determinism/compilation."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxppo
+from jaxppo.config import HParams, stack_hparams
+from tests import probe_envs
+
+PROBE_KW = dict(env="custom", num_envs=8, num_steps=16, num_minibatches=2, num_epochs=4, lr=3e-3,
+                anneal_lr=False, hidden_sizes=(32, 32))
+
+
+def _train_probe(env, total_timesteps=16_384, **overrides):
+    config = jaxppo.PPOConfig(**{**PROBE_KW, "total_timesteps": total_timesteps, **overrides})
+    state, metrics = jax.jit(jaxppo.make_train(config, env=env))(jax.random.key(0))
+    value = jaxppo.make_value_fn(config, env=env)
+    return config, state, metrics, value
+
+
+def test_probe_constant_reward_learns_value_one():
+    _, state, _, value = _train_probe(probe_envs.ConstantReward())
+    # One step, reward 1, terminal: V = 1 exactly.
+    np.testing.assert_allclose(value(state.params, jnp.array([[1.0]])), [1.0], atol=0.05)
+
+
+def test_probe_observation_dependent_value():
+    _, state, _, value = _train_probe(probe_envs.ObsDependentReward())
+    np.testing.assert_allclose(value(state.params, jnp.array([[1.0], [-1.0]])), [1.0, -1.0], atol=0.05)
+
+
+def test_probe_action_dependent_reward_learns_policy():
+    env = probe_envs.ActionDependentReward()
+    config, state, _, value = _train_probe(env, ent_coef=0.0)
+    act = jaxppo.make_policy(config, env=env)
+    obs = jnp.ones((256, 1))
+    sampled = act(state.params, obs, jax.random.key(1))
+    assert float(jnp.mean(sampled == 1)) > 0.95
+    assert int(act(state.params, obs[:1])[0]) == 1  # deterministic action
+    np.testing.assert_allclose(value(state.params, obs[:1]), [1.0], atol=0.1)
+
+
+def test_probe_two_step_discounting():
+    _, state, _, value = _train_probe(probe_envs.TwoStepDiscount(), gamma=0.9)
+    # V(obs 0) = 0 + gamma * 1 = 0.9 ; V(obs 1) = 1.
+    np.testing.assert_allclose(value(state.params, jnp.array([[0.0], [1.0]])), [0.9, 1.0], atol=0.05)
+
+
+def test_probe_truncation_bootstraps_from_final_observation():
+    _, state, metrics, value = _train_probe(probe_envs.TimeLimitNoTermination(), gamma=0.9, total_timesteps=32_768,
+                                            lr=1e-2)
+    # Never terminates, reward 1 per step: V = 1 / (1 - 0.9) = 10. Treating truncation as termination would give
+    # the mean truncated sum over t = 0..4 of (1 - 0.9^(5-t)) / 0.1 = 3.44.
+    np.testing.assert_allclose(value(state.params, jnp.array([[1.0]])), [10.0], atol=0.5)
+    # Episodes are the 5-step truncated ones: return 5, length 5.
+    np.testing.assert_allclose(metrics.episode_return[-1], 5.0)
+    np.testing.assert_allclose(metrics.episode_length[-1], 5.0)
+
+
+@pytest.mark.slow
+def test_cartpole_reaches_475_across_seeds():
+    config = jaxppo.PPOConfig(env="CartPole-v1")  # the defaults: 4 envs x 128 steps, 500k steps
+    keys = jax.random.split(jax.random.key(42), 4)
+    _, metrics = jax.jit(jax.vmap(jaxppo.make_train(config)))(keys)
+    final = np.asarray(metrics.episode_return[:, -10:]).mean(axis=1)  # last 10 updates, per seed
+    assert metrics.episode_return.shape == (4, config.num_updates)
+    assert int(metrics.env_steps[0, -1]) == config.num_env_steps == 499_712
+    assert final.mean() >= 475, final
+    assert np.all(np.isfinite(np.asarray(metrics.episode_return)))
+
+
+@pytest.mark.slow
+def test_pendulum_clearly_improves():
+    config = jaxppo.PPOConfig(
+        env="Pendulum-v1", num_envs=16, num_steps=256, total_timesteps=245_760, num_epochs=10, num_minibatches=16,
+        lr=1e-3, gamma=0.9, ent_coef=0.0, normalize_observations=True, normalize_rewards=True,
+    )
+    keys = jax.random.split(jax.random.key(0), 2)
+    _, metrics = jax.jit(jax.vmap(jaxppo.make_train(config)))(keys)
+    returns = np.asarray(metrics.episode_return)
+    first, last = returns[:, :3].mean(), returns[:, -5:].mean()
+    # A random policy scores about -1200; a swinging-up policy about -200.
+    assert last > first + 600, (first, last)
+    assert last > -500, last
+
+
+def _short_config(**overrides):
+    return jaxppo.PPOConfig(**{**dict(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 6), **overrides})
+
+
+def test_vmap_over_keys_equals_per_key_runs():
+    config = _short_config()
+    train = jaxppo.make_train(config)
+    keys = jax.random.split(jax.random.key(3), 3)
+    batched_state, batched_metrics = jax.jit(jax.vmap(train))(keys)
+    single = jax.jit(train)
+    for i in range(3):
+        state, metrics = single(keys[i])
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], batched_state.params), state.params,
+                                    rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(batched_metrics.episode_return[i], metrics.episode_return, rtol=1e-5)
+
+
+def test_same_key_identical_and_no_recompile():
+    config = _short_config()
+    train = jax.jit(jaxppo.make_train(config))
+    state_a, metrics_a = train(jax.random.key(7))
+    state_b, metrics_b = train(jax.random.key(7))
+    chex.assert_trees_all_equal(state_a.params, state_b.params)
+    chex.assert_trees_all_equal(metrics_a, metrics_b)
+    assert train._cache_size() == 1  # the second call reused the compiled program
+    state_c, _ = train(jax.random.key(8))
+    assert train._cache_size() == 1
+    assert not np.allclose(jax.tree.leaves(state_c.params)[0], jax.tree.leaves(state_a.params)[0])
+
+
+def test_vmap_over_hyperparameters_equals_separate_configs():
+    config = _short_config()
+    train = jaxppo.make_train(config)
+    lrs = [1e-4, 1e-2]
+    hps = stack_hparams([HParams.from_config(config).replace(lr=jnp.float32(lr)) for lr in lrs])
+    key = jax.random.key(0)
+    states, _ = jax.jit(jax.vmap(train, in_axes=(None, 0)))(key, hps)
+    for i, lr in enumerate(lrs):
+        separate, _ = jax.jit(jaxppo.make_train(_short_config(lr=lr)))(key)
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], states.params), separate.params,
+                                    rtol=1e-4, atol=1e-6)
+    # Different learning rates really lead to different parameters.
+    leaf = jax.tree.leaves(states.params)[1]
+    assert not np.allclose(leaf[0], leaf[1])
+
+
+def test_metrics_shapes_and_bookkeeping():
+    config = _short_config(total_timesteps=4 * 32 * 6 + 100)
+    state, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
+    assert config.num_updates == 6 and "running 6 updates = 768 env steps" in config.rounding_note
+    for leaf in jax.tree.leaves(metrics):
+        assert leaf.shape == (6,)
+        assert np.all(np.isfinite(np.asarray(leaf)))
+    np.testing.assert_array_equal(metrics.env_steps, np.arange(1, 7) * 128)
+    # Linear annealing: update u uses lr * (1 - u / N).
+    np.testing.assert_allclose(metrics.learning_rate, 2.5e-4 * (1 - np.arange(6) / 6), rtol=1e-6)
+    assert int(state.update_step) == 6
+    assert np.all(np.asarray(metrics.episodes_completed) >= 0)
+
+
+def test_episode_return_never_nan_when_no_episode_finishes():
+    # Truncation after 5 steps but rollouts of 2 steps: odd updates complete no episode.
+    env = probe_envs.TimeLimitNoTermination()
+    config = jaxppo.PPOConfig(**{**PROBE_KW, "num_steps": 2, "num_minibatches": 1, "total_timesteps": 8 * 2 * 10})
+    _, metrics = jax.jit(jaxppo.make_train(config, env=env))(jax.random.key(0))
+    completed = np.asarray(metrics.episodes_completed)
+    returns = np.asarray(metrics.episode_return)
+    assert np.all(np.isfinite(returns))
+    assert completed[0] == 0 and returns[0] == 0.0  # nothing finished yet: initial value 0
+    assert completed[2] == 8 and returns[2] == 5.0  # step 5 of every env ends in update 3
+    assert completed[3] == 0 and returns[3] == 5.0  # carried forward when none finish
