@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import numbers
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 CUSTOM_ENV = "custom"
@@ -91,7 +93,23 @@ class PPOConfig:
     """How the per-device update is mapped over devices: shard_map (jax.shard_map in jit) or pmap."""
 
     def __post_init__(self) -> None:
+        self._normalize_number_types()
         self.validate()
+
+    def _normalize_number_types(self) -> None:
+        """Store NumPy scalars (np.float32(0.99), np.int64(4): common in sweeps) as plain Python numbers."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, np.generic):
+                continue
+            if isinstance(value, numbers.Integral):
+                object.__setattr__(self, f.name, int(value))
+            elif isinstance(value, numbers.Real):
+                object.__setattr__(self, f.name, float(value))
+        if isinstance(self.hidden_sizes, (list, tuple)):
+            sizes = tuple(int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s
+                          for s in self.hidden_sizes)
+            object.__setattr__(self, "hidden_sizes", sizes)
 
     # ----------------------------------------------------------------------------------------------- derived
     @property

@@ -9,14 +9,15 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
-from gymnax.environments import spaces
 
 from jaxppo.collectives import pmean, psum
+
+# gymnax is imported inside the functions that need it: importing it starts JAX's backend, which must wait until
+# jax.distributed.initialize has run in a multi-host program (see jaxppo.distributed.initialize).
 
 
 class EnvSpec(NamedTuple):
@@ -32,16 +33,22 @@ class EnvSpec(NamedTuple):
 
 def registered_env_ids() -> list[str]:
     """gymnax environment ids, built-in and registered at run time with `gymnax.register`."""
+    import gymnax
+
     return list(gymnax.registered_envs)
 
 
 def make_env(env_id: str) -> tuple[Any, Any]:
     """Build a registered gymnax environment and its default parameters."""
+    import gymnax
+
     return gymnax.make(env_id)
 
 
 def env_spec(env: Any, env_params: Any) -> EnvSpec:
     """Read observation and action spaces of a gymnax environment (ValueError for unsupported spaces)."""
+    from gymnax.environments import spaces
+
     obs_space = env.observation_space(env_params)
     if not isinstance(obs_space, spaces.Box):
         raise ValueError(

@@ -61,7 +61,8 @@ class DiagGaussian(NamedTuple):
 
     def entropy(self) -> jax.Array:
         """float32 [...]: sum_d log sigma_d + 0.5 (1 + log 2 pi)."""
-        return jnp.sum(self.log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
+        log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
+        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
 
     def mode(self) -> jax.Array:
         return self.mean

@@ -18,7 +18,7 @@ from jax import lax
 
 from jaxppo.agent import Agent, make_agent, policy_input
 from jaxppo.advantages import gae
-from jaxppo.collectives import device_index, pmean
+from jaxppo.collectives import device_index, pmean, replicas_in_sync
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.envs import RunningMoments, close_tally, init_episode_stats, init_moments, reset_envs, update_moments
 from jaxppo.losses import LossInputs
@@ -57,6 +57,7 @@ class Metrics:
     explained_variance: jax.Array  # 1 - Var(returns - values) / Var(returns), over the rollout batch
     grad_norm: jax.Array  # global norm of the averaged gradient before clipping, mean over minibatch steps
     learning_rate: jax.Array
+    replicas_in_sync: jax.Array  # bool: parameters identical on every device after the update (True on one device)
 
 
 def local_env_ids(config: PPOConfig, axis_name: str | None) -> jax.Array:
@@ -129,6 +130,7 @@ def update_step(agent: Agent, state: TrainState, hp: HParams,
         approx_kl=loss.approx_kl, clip_fraction=loss.clip_fraction,
         explained_variance=explained_variance(traj.value, returns, axis_name),
         grad_norm=step_metrics.grad_norm, learning_rate=lr,
+        replicas_in_sync=replicas_in_sync(params, axis_name),
     )
     state = TrainState(params=params, opt_state=opt_state, env=carry.replace(episodes=episodes),
                        obs_moments=obs_moments, reward_moments=reward_moments, key=key, update_step=update_count)

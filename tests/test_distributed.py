@@ -1,0 +1,248 @@
+"""Multi-device and multi-process training on fake CPU devices (conftest.py makes 8 before jax is imported)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import Mesh, PartitionSpec as P
+
+import jaxppo
+from jaxppo import cli
+from jaxppo.agent import make_agent
+from jaxppo.collectives import DEVICE_AXIS, replicas_in_sync
+from jaxppo.config import HParams
+from jaxppo.losses import LossInputs, ppo_loss
+from jaxppo.networks import init_params
+from jaxppo.update import init_optimizer_state, minibatch_step
+from tests.distributed_setup import SHORT_RUN
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_DEVICES = 4
+
+
+def _mesh(n: int = NUM_DEVICES) -> Mesh:
+    return Mesh(np.array(jax.devices()[:n]), (DEVICE_AXIS,))
+
+
+def _random_minibatch(agent, key, n=64) -> LossInputs:
+    k = jax.random.split(key, 5)
+    obs = jax.random.normal(k[0], (n, 4))
+    return LossInputs(
+        obs=obs, actions=jax.random.randint(k[1], (n,), 0, 2),
+        old_log_probs=jnp.log(jnp.full((n,), 0.5)) + 0.3 * jax.random.normal(k[2], (n,)),
+        old_values=jax.random.normal(k[3], (n,)), advantages=jax.random.normal(k[4], (n,)) + 0.5,
+        returns=jax.random.normal(k[0], (n,)),
+    )
+
+
+def _loss_grad(agent, params, batch, hp, axis_name=None):
+    return jax.grad(lambda p: ppo_loss(p, agent.network, batch, hp.clip_eps, hp.vf_clip_eps, hp.ent_coef,
+                                       hp.vf_coef, normalize_adv=True, clip_value=True, axis_name=axis_name)[0])(params)
+
+
+def _grad_on_devices(agent, params, batch, hp, check_vma: bool):
+    """Per-device gradient on a quarter of the batch, then lax.pmean: the per-device update's arithmetic."""
+
+    def per_device(params, batch):
+        return jax.lax.pmean(_loss_grad(agent, params, batch, hp, DEVICE_AXIS), DEVICE_AXIS)
+
+    return jax.jit(jax.shard_map(per_device, mesh=_mesh(), in_specs=(P(), P(DEVICE_AXIS)), out_specs=P(),
+                                 check_vma=check_vma))(params, batch)
+
+
+def test_pmean_gradient_equals_single_device_full_batch_gradient():
+    agent = make_agent(jaxppo.PPOConfig())
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    batch = _random_minibatch(agent, jax.random.key(1))
+    hp = HParams.from_config(agent.config)
+    full = _loss_grad(agent, params, batch, hp)
+    chex.assert_trees_all_close(_grad_on_devices(agent, params, batch, hp, check_vma=False), full,
+                                rtol=1e-5, atol=1e-7)
+    # The trap jaxppo avoids: under check_vma=True the gradient w.r.t. replicated parameters is already summed
+    # over devices, so the same code would step NUM_DEVICES times too far.
+    summed = _grad_on_devices(agent, params, batch, hp, check_vma=True)
+    chex.assert_trees_all_close(summed, jax.tree.map(lambda g: NUM_DEVICES * g, full), rtol=1e-4, atol=1e-6)
+
+
+def test_minibatch_step_on_devices_equals_full_batch_step_without_clipping():
+    agent = make_agent(jaxppo.PPOConfig())
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    opt_state = init_optimizer_state(agent.config, params)
+    batch = _random_minibatch(agent, jax.random.key(2))
+    hp = HParams.from_config(agent.config).replace(max_grad_norm=jnp.float32(1e9))  # no clipping
+    lr = jnp.float32(1e-2)
+    expected, _, metrics = minibatch_step(agent, params, opt_state, batch, hp, lr)
+
+    def per_device(params, opt_state, batch):
+        return minibatch_step(agent, params, opt_state, batch, hp, lr, DEVICE_AXIS)
+
+    got, _, got_metrics = jax.jit(jax.shard_map(per_device, mesh=_mesh(), in_specs=(P(), P(), P(DEVICE_AXIS)),
+                                                out_specs=P(), check_vma=False))(params, opt_state, batch)
+    chex.assert_trees_all_close(got, expected, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(got_metrics, metrics, rtol=1e-4, atol=1e-6)
+
+
+def _train(num_devices=1, parallel="shard_map", seeds=None, **overrides):
+    config = jaxppo.PPOConfig(**{**SHORT_RUN, **overrides}, num_devices=num_devices, parallel=parallel)
+    train = jaxppo.make_train(config)
+    if seeds is None:
+        return jax.jit(train)(jax.random.key(0))
+    return jax.jit(jax.vmap(train))(seeds)
+
+
+@pytest.fixture(scope="module")
+def single_device_run():
+    return _train()
+
+
+@pytest.mark.parametrize("parallel, num_devices", [("shard_map", 2), ("shard_map", 4), ("pmap", 2), ("pmap", 4)])
+def test_layout_invariance_short_training(single_device_run, parallel, num_devices):
+    ref_state, ref_metrics = single_device_run
+    state, metrics = _train(num_devices, parallel)
+    # Same global batch and key, 4 minibatches per epoch: the same samples in every minibatch on any layout,
+    # so only float summation order differs.
+    chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics.episode_return, ref_metrics.episode_return, rtol=1e-5)
+    np.testing.assert_allclose(metrics.policy_loss, ref_metrics.policy_loss, rtol=1e-3, atol=1e-6)
+    # Environment arrays come back by global env index: the same env states as on one device.
+    chex.assert_trees_all_close(state.env.obs, ref_state.env.obs, rtol=1e-5, atol=1e-6)
+    assert bool(np.all(metrics.replicas_in_sync))
+
+
+@pytest.mark.parametrize("parallel", ["shard_map", "pmap"])
+def test_layout_invariance_one_update(parallel):
+    one = dict(total_timesteps=SHORT_RUN["num_envs"] * SHORT_RUN["num_steps"])
+    ref_state, _ = _train(**one)
+    state, _ = _train(NUM_DEVICES, parallel, **one)
+    chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-6, atol=1e-7)
+
+
+def test_replicas_identical_on_every_device_after_training():
+    state, _ = _train(NUM_DEVICES, "shard_map")
+    for leaf in jax.tree.leaves(state.params):
+        copies = [np.asarray(shard.data) for shard in leaf.addressable_shards]
+        assert len(copies) == NUM_DEVICES
+        for copy in copies[1:]:
+            np.testing.assert_array_equal(copy, copies[0])
+
+
+def test_sync_check_detects_diverged_replicas():
+    check = jax.jit(jax.shard_map(lambda x: replicas_in_sync({"w": x}, DEVICE_AXIS), mesh=_mesh(),
+                                  in_specs=P(DEVICE_AXIS), out_specs=P(), check_vma=False))
+    assert bool(check(jnp.ones((NUM_DEVICES, 3))))
+    assert not bool(check(jnp.ones((NUM_DEVICES, 3)).at[2, 1].set(1.0 + 1e-6)))
+
+
+def test_vmap_over_seeds_composes_with_devices():
+    keys = jax.random.split(jax.random.key(5), 3)
+    states, metrics = _train(NUM_DEVICES, "shard_map", seeds=keys)
+    assert metrics.episode_return.shape == (3, 4)
+    for i in range(3):
+        state, _ = jax.jit(jaxppo.make_train(jaxppo.PPOConfig(**SHORT_RUN)))(keys[i])
+        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], states.params), state.params, rtol=1e-5, atol=1e-6)
+
+
+def test_more_devices_than_exist_is_a_clear_error():
+    config = jaxppo.PPOConfig(**{**SHORT_RUN, "num_envs": 32}, num_devices=16)
+    with pytest.raises(ValueError, match=r"num_devices=16: only 8 local cpu device\(s\).*xla_force_host_platform"):
+        jaxppo.make_train(config)
+
+
+def test_cli_num_devices_all_with_sync_check(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", "--num-envs", "8", "--num-steps", "16", "--total-timesteps", "512", "--num-devices",
+                     "all", "--parallel", "pmap", "--check-sync", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["devices_per_process"] == len(jax.local_devices()) and summary["replicas_in_sync"] is True
+    assert summary["parallel"] == "pmap"
+
+
+def test_cli_hints_at_idle_devices(tmp_path, capsys):
+    cli.main(["train", "--num-envs", "4", "--num-steps", "16", "--total-timesteps", "128", "--num-minibatches",
+              "1", "--out", str(tmp_path / "run"), "--quiet"])
+    assert "7 of 8 local cpu devices are idle; --num-devices all" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- multi-process
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["JAX_PLATFORMS"] = "cpu"
+    return env
+
+
+def test_two_processes_match_single_process_four_devices(tmp_path):
+    port = _free_port()
+    outs = [tmp_path / f"p{i}.npz" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), str(port), "2", str(i),
+                               "2", str(outs[i])], env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for i in range(2)]
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=240)[0])
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert all(proc.returncode == 0 for proc in procs), "\n".join(logs)
+    results = [np.load(out) for out in outs]
+    assert int(results[0]["process_count"]) == 2
+    ref_state, ref_metrics = _train(NUM_DEVICES, "shard_map")
+    ref_leaves = jax.tree.leaves(ref_state.params)
+    for result in results:
+        assert bool(np.all(result["in_sync"]))
+        for i, ref in enumerate(ref_leaves):
+            np.testing.assert_allclose(result[f"param_{i}"], ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(result["episode_return"], ref_metrics.episode_return, rtol=1e-5)
+    for i in range(len(ref_leaves)):  # every process ends with the same parameters
+        np.testing.assert_array_equal(results[0][f"param_{i}"], results[1][f"param_{i}"])
+
+
+def test_killed_peer_makes_survivor_fail_within_timeout(tmp_path):
+    port, timeout = _free_port(), 10
+    out = tmp_path / "run"
+    env = {**_clean_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+               "2", "--num-devices", "2", "--total-timesteps", "50000000", "--timeout", str(timeout), "--out",
+               str(out)]
+    procs = [subprocess.Popen(command + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert (out / "config.json").exists(), "process 0 never started"
+        time.sleep(8)  # let training run (compile + a few updates)
+        assert procs[0].poll() is None, procs[0].communicate()[0]
+        procs[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        log = procs[0].communicate(timeout=timeout * 6)[0]
+        elapsed = time.monotonic() - killed_at
+    finally:
+        for proc in procs:
+            proc.kill()
+    assert procs[0].returncode != 0
+    assert elapsed < timeout * 3, elapsed
+    assert "another task died" in log or "stopped sending heartbeats" in log, log[-2000:]
+    # What was written before the failure is intact.
+    assert json.loads((out / "config.json").read_text())["num_devices"] == 2
