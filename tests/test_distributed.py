@@ -246,3 +246,24 @@ def test_killed_peer_makes_survivor_fail_within_timeout(tmp_path):
     assert "another task died" in log or "stopped sending heartbeats" in log, log[-2000:]
     # What was written before the failure is intact.
     assert json.loads((out / "config.json").read_text())["num_devices"] == 2
+
+
+def test_layout_invariance_with_observation_and_reward_normalisation(single_device_run):
+    overrides = dict(normalize_observations=True, normalize_rewards=True)
+    ref_state, _ = _train(**overrides)
+    state, _ = _train(NUM_DEVICES, "shard_map", **overrides)
+    chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(state.obs_moments, ref_state.obs_moments, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(state.reward_moments, ref_state.reward_moments, rtol=1e-5, atol=1e-6)
+
+
+def test_unreachable_coordinator_fails_within_timeout(tmp_path):
+    port, timeout = _free_port(), 5  # nobody listens there: process 0 never comes
+    command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
+               "2", "--process-id", "1", "--timeout", str(timeout), "--out", str(tmp_path / "run")]
+    start = time.monotonic()
+    result = subprocess.run(command, env=_clean_env(), capture_output=True, text=True, timeout=timeout * 12)
+    assert result.returncode != 0
+    assert time.monotonic() - start < timeout * 8
+    assert "joining coordinator" in result.stderr
+    assert not (tmp_path / "run").exists()
