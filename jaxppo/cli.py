@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import platform
 import sys
-import time
 from pathlib import Path
 from typing import Literal
 
@@ -23,7 +22,11 @@ EXIT_USAGE = 2
 
 
 class UsageError(Exception):
-    """A user mistake reported as one line and exit code 2."""
+    """A user mistake (exit code 2) or a stopped run (exit code 1), reported as one line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,17 +68,6 @@ def _check_devices(config: PPOConfig) -> None:
               "--num-devices all uses every one", flush=True)
 
 
-def _host_tree(tree):
-    """Device arrays -> numpy; replicated arrays of a multi-process run are read from a local replica."""
-    import jax
-    import numpy as np
-
-    def leaf(x):
-        return np.asarray(x if getattr(x, "is_fully_addressable", True) else x.addressable_data(0))
-
-    return jax.tree.map(leaf, tree)
-
-
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
     existing = [name for name in ("summary.json", "metrics.csv", "config.json") if (out / name).exists()]
     if existing and not overwrite:
@@ -92,6 +84,11 @@ def train(
     overwrite: bool = False,
     quiet: bool = False,
     check_sync: bool = False,
+    chunk_updates: int = 0,
+    checkpoint_every: int = 0,
+    keep_checkpoints: int = 3,
+    resume: Path | None = None,
+    stop_after_updates: int | None = None,
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
@@ -106,6 +103,11 @@ def train(
       overwrite: replace outputs of an earlier run in --out.
       quiet: no progress lines.
       check_sync: fail (exit 1) unless parameters were identical on every device after every update.
+      chunk_updates: updates per compiled chunk (0: --checkpoint-every if set, else the whole run in one call).
+      checkpoint_every: save the full training state to OUT/checkpoints every N updates (0: never).
+      keep_checkpoints: checkpoints kept (oldest removed first).
+      resume: continue the run in this folder from its latest checkpoint (its config.json is used).
+      stop_after_updates: end (with a checkpoint) after this many updates in this call; resume later.
       coordinator: HOST:PORT of process 0, for a multi-host run (with --num-processes and --process-id).
       num_processes: processes in a multi-host run.
       process_id: this process's index in [0, num_processes).
@@ -127,51 +129,142 @@ def train(
 
     from jaxppo import outputs
     from jaxppo.logging import ProgressPrinter
-    from jaxppo.train import make_train
+    from jaxppo.runner import ChunkedRun, chunk_sizes, concat_metrics, find_nonfinite
 
     cfg = _to_config(config)
-    if num_seeds < 1:
-        raise UsageError(f"--num-seeds {num_seeds}: must be at least 1")
+    for name, value, low in (("--num-seeds", num_seeds, 1), ("--chunk-updates", chunk_updates, 0),
+                             ("--checkpoint-every", checkpoint_every, 0), ("--keep-checkpoints", keep_checkpoints, 1),
+                             ("--stop-after-updates", stop_after_updates or 1, 1)):
+        if value < low:
+            raise UsageError(f"{name} {value}: must be at least {low}")
+    if resume is not None:
+        out, cfg, run = _resume_settings(resume, cfg)
+        num_seeds, seed = run["num_seeds"], run["seed"]
+        checkpoint_every = checkpoint_every or run.get("checkpoint_every", 0)
+        chunk_updates = chunk_updates or run.get("chunk_updates", 0)
+    if stop_after_updates is not None and not checkpoint_every:
+        raise UsageError("--stop-after-updates: needs --checkpoint-every N so the run can be resumed")
+    if (checkpoint_every or resume is not None) and jax.process_count() > 1:
+        raise UsageError("--checkpoint-every/--resume: checkpointing multi-host runs is not supported yet")
     _check_devices(cfg)
     lead = jax.process_index() == 0
-    if lead:
+    if lead and resume is None:
         _prepare_out_dir(out, overwrite)
         if cfg.rounding_note:
             print(f"note: {cfg.rounding_note}", flush=True)
         outputs.write_json(out / "config.json", outputs.config_to_dict(cfg))
+        outputs.write_json(out / "run.json", {"seed": seed, "num_seeds": num_seeds, "checkpoint_every": checkpoint_every,
+                                              "chunk_updates": chunk_updates})
 
     # Every process compiles the same program (callbacks included); only process 0's callback prints.
-    printer = None if quiet else _silent if not lead else ProgressPrinter(cfg.num_updates, cfg.batch_size * jax.process_count(),
-                                                 num_seeds=num_seeds, calls_per_update=num_seeds * cfg.num_devices)
-    train_fn = make_train(cfg, progress_fn=printer)
-    if num_seeds == 1:  # no vmap: the plain program, given the seed axis afterwards
-        run = jax.jit(lambda keys: jax.tree.map(lambda x: x[None], train_fn(keys[0])))
-    else:
-        run = jax.jit(jax.vmap(train_fn))
+    printer = None if quiet else _silent if not lead else ProgressPrinter(
+        cfg.num_updates, cfg.batch_size * jax.process_count(), num_seeds=num_seeds,
+        calls_per_update=num_seeds * cfg.num_devices)
+    runner = ChunkedRun(cfg, num_seeds, progress_fn=printer)
     keys = jax.vmap(jax.random.key)(np.arange(seed, seed + num_seeds))
+    state = runner.init(keys)
+    store, done, history = None, 0, []
+    if checkpoint_every or resume is not None:
+        from jaxppo.checkpoint import CheckpointStore
 
-    start = time.perf_counter()
-    compiled = run.lower(keys).compile()
-    compile_seconds = time.perf_counter() - start
-    if lead:
-        print(f"compiled in {compile_seconds:.1f}s: {cfg.num_updates} updates x {cfg.batch_size} env steps x "
-              f"{jax.process_count()} process(es), {num_seeds} seed(s), {cfg.num_devices} device(s) per process, "
-              f"env {cfg.env}", flush=True)
-    start = time.perf_counter()
-    state, metrics = jax.block_until_ready(compiled(keys))
-    train_seconds = time.perf_counter() - start
-    metrics = _host_tree(metrics)
-    params, obs_moments = _host_tree((state.params, state.obs_moments))
-    in_sync = bool(np.all(metrics.replicas_in_sync))
-    if check_sync and not in_sync:
-        bad = np.argwhere(~np.asarray(metrics.replicas_in_sync))[0]
-        print(f"jaxppo: error: parameters differ across devices after update {int(bad[-1]) + 1} "
-              f"(seed index {int(bad[0])})", file=sys.stderr, flush=True)
-        raise SystemExit(1)
+        store = CheckpointStore(out / "checkpoints", cfg, keep_checkpoints)
+    if resume is not None:
+        state, done, history = _restore(store, state, out)
+        print(f"resuming {out} after update {done}/{cfg.num_updates}", flush=True)
+
+    chunk = chunk_updates or checkpoint_every or cfg.num_updates
+    train_seconds = 0.0
+    for size in chunk_sizes(cfg.num_updates, chunk, done, stop_after_updates):
+        result = runner.run_chunk(state, size, done)
+        problem = find_nonfinite(result)
+        if problem:
+            last = store.latest_step() if store else None
+            kept = f"last good checkpoint: update {last} in {store.directory}" if last else "no checkpoint was kept"
+            raise UsageError(f"training stopped: {problem}; {kept}", exit_code=1)
+        state, done, train_seconds = result.state, done + size, train_seconds + result.seconds
+        history.append(outputs.metrics_to_columns(result.metrics))
+        if check_sync and not np.all(result.metrics.replicas_in_sync):
+            bad = np.argwhere(~np.asarray(result.metrics.replicas_in_sync))[0]
+            raise UsageError(f"parameters differ across devices after update {result.first_update + bad[-1] + 1} "
+                             f"(seed index {bad[0]})", exit_code=1)
+        due = checkpoint_every and (done % checkpoint_every == 0 or done == cfg.num_updates)
+        if lead and store is not None and due:
+            outputs.write_metrics_csv(out / "metrics.csv", concat_metrics(history))
+            store.save(done, state, {"seed": seed, "num_seeds": num_seeds})
+    if stop_after_updates is not None and done < cfg.num_updates:
+        if store is not None and store.latest_step() != done:
+            outputs.write_metrics_csv(out / "metrics.csv", concat_metrics(history))
+            store.save(done, state, {"seed": seed, "num_seeds": num_seeds})
+        if store is not None:
+            store.close()
+        print(f"stopped after update {done}/{cfg.num_updates}; continue with: jaxppo train --resume {out}",
+              flush=True)
+        return
+    if store is not None:
+        store.close()
     if not lead:
         return
+    _write_final_outputs(out, cfg, seed, num_seeds, state, concat_metrics(history), runner.compile_seconds,
+                         train_seconds)
 
-    columns = outputs.metrics_to_columns(metrics)
+
+def _resume_settings(run_dir: Path, flags_cfg: PPOConfig):
+    """(out, config, run settings) of the run to resume; refuses flags that contradict the saved config."""
+    import json
+
+    from jaxppo import outputs
+
+    try:
+        saved = outputs.config_from_dict(json.loads((run_dir / "config.json").read_text()))
+        run = json.loads((run_dir / "run.json").read_text())
+    except FileNotFoundError as error:
+        raise UsageError(f"--resume {run_dir}: {error.filename} is missing; not a jaxppo run folder") from None
+    except ValueError as error:
+        raise UsageError(f"--resume {run_dir}: config.json is invalid: {error}") from None
+    default = PPOConfig()
+    conflicts = [f"{f.name} (saved {getattr(saved, f.name)!r}, given {getattr(flags_cfg, f.name)!r})"
+                 for f in dataclasses.fields(PPOConfig)
+                 if getattr(flags_cfg, f.name) != getattr(default, f.name)
+                 and getattr(flags_cfg, f.name) != getattr(saved, f.name)]
+    if conflicts:
+        raise UsageError(f"--resume {run_dir}: flags contradict the saved config: {', '.join(conflicts)}; drop them "
+                         "(the saved config is used)")
+    return run_dir, saved, run
+
+
+def _restore(store, template_state, out: Path):
+    """(state, updates done, metrics history) from the latest complete checkpoint of a run."""
+    import numpy as np
+
+    from jaxppo import outputs
+
+    step = store.latest_step()
+    if step is None:
+        raise UsageError(f"--resume {out}: no complete checkpoint in {store.directory}")
+    try:
+        state, _ = store.restore(step, template_state)
+    except ValueError as error:
+        raise UsageError(f"--resume {out}: {error}") from None
+    history = []
+    if step:
+        columns = outputs.read_metrics_csv(out / "metrics.csv")
+        if columns["env_steps"].shape[1] < step:
+            raise UsageError(f"--resume {out}: metrics.csv has fewer than {step} updates")
+        typed = {name: values[:, :step].astype(np.int32 if name == "env_steps" else np.float32)
+                 for name, values in columns.items()}
+        history.append(typed)
+    return state, step, history
+
+
+def _write_final_outputs(out: Path, cfg: PPOConfig, seed: int, num_seeds: int, state, columns, compile_seconds: float,
+                         train_seconds: float) -> None:
+    import jax
+    import numpy as np
+
+    from jaxppo import outputs
+    from jaxppo.runner import host_tree
+
+    params, obs_moments = host_tree((state.params, state.obs_moments))
     outputs.write_metrics_csv(out / "metrics.csv", columns)
     outputs.write_params(out / "final_params.msgpack", params, obs_moments)
     per_seed = outputs.final_returns(columns["episode_return"])
@@ -189,12 +282,12 @@ def train(
         "final_return_window_updates": min(outputs.FINAL_WINDOW, cfg.num_updates),
         "compile_seconds": compile_seconds,
         "train_seconds": train_seconds,
-        "steps_per_second": env_steps * num_seeds / train_seconds,
+        "steps_per_second": env_steps * num_seeds / max(train_seconds, 1e-9),
         "backend": jax.default_backend(),
         "devices_per_process": cfg.num_devices,
         "num_processes": jax.process_count(),
         "parallel": cfg.parallel if cfg.num_devices > 1 or jax.process_count() > 1 else "single-device",
-        "replicas_in_sync": in_sync,
+        "replicas_in_sync": bool(np.all(columns["replicas_in_sync"])),
         "devices": [str(d) for d in jax.local_devices()[: cfg.num_devices]],
         "machine": f"{platform.machine()} {platform.system()}",
     }
@@ -217,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="jaxppo")
     except UsageError as error:
         print(f"jaxppo: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return error.exit_code
     return 0
 
 

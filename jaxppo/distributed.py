@@ -24,9 +24,9 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxppo.agent import make_agent
 from jaxppo.collectives import DEVICE_AXIS
 from jaxppo.config import HParams, PPOConfig
-from jaxppo.train import Metrics, ProgressFn, TrainState, init_state, run_updates
+from jaxppo.train import Metrics, ProgressFn, TrainParts, TrainState, init_state, run_updates
 
-__all__ = ["DEVICE_AXIS", "initialize", "make_distributed_train", "mesh_devices"]
+__all__ = ["DEVICE_AXIS", "initialize", "make_distributed_parts", "make_distributed_train", "mesh_devices"]
 
 FAKE_DEVICES_HINT = ("on CPU, fake more with XLA_FLAGS=--xla_force_host_platform_device_count=N set before jax is "
                      "imported")
@@ -55,48 +55,63 @@ def make_mesh(config: PPOConfig) -> Mesh:
     return Mesh(np.array(mesh_devices(config)), (DEVICE_AXIS,))
 
 
-def _state_specs(config: PPOConfig, state_shapes: TrainState) -> TrainState:
-    """PartitionSpecs of a TrainState: per-environment arrays split over the device axis, the rest replicated."""
-    env_specs = jax.tree.map(lambda x: P(DEVICE_AXIS) if x.ndim >= 1 else P(), state_shapes.env)
-    replicated = jax.tree.map(lambda _: P(), state_shapes)
-    return replicated.replace(env=env_specs)
+def make_distributed_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
+                           progress_fn: ProgressFn | None = None) -> TrainParts:
+    """init/run (see train.TrainParts) over config.num_devices devices per process.
+
+    Environment arrays in the state are laid out by global environment index (split over the device axis);
+    everything else is replicated. `metrics.replicas_in_sync` checks after every update that parameters are
+    identical on all devices.
+    """
+    agent = make_agent(config, env, env_params)
+    mesh = make_mesh(config)
+    state_specs = _state_specs(jax.eval_shape(lambda k: init_state(agent, k), jax.random.key(0)))
+
+    def init_local(key_data: jax.Array) -> TrainState:
+        return init_state(agent, jax.random.wrap_key_data(key_data), DEVICE_AXIS)
+
+    def run_local(num_updates: int):
+        def run(state: TrainState, hp: HParams) -> tuple[TrainState, Metrics]:
+            return run_updates(agent, state, hp, num_updates, DEVICE_AXIS, progress_fn)
+
+        return run
+
+    if config.parallel == "shard_map":
+        init_mapped = jax.shard_map(init_local, mesh=mesh, in_specs=P(), out_specs=state_specs, check_vma=False)
+
+        def run_mapped(num_updates: int):
+            return jax.shard_map(run_local(num_updates), mesh=mesh, in_specs=(state_specs, P()),
+                                 out_specs=(state_specs, P()), check_vma=False)
+    else:
+        init_mapped, run_mapped = _pmap_parts(init_local, run_local, mesh, state_specs)
+
+    return TrainParts(
+        init=lambda key: init_mapped(jax.random.key_data(key)),
+        run=lambda state, hp, num_updates: run_mapped(num_updates)(state, hp),
+    )
 
 
 def make_distributed_train(config: PPOConfig, env: Any = None, env_params: Any = None,
                            progress_fn: ProgressFn | None = None) -> Callable[..., tuple[TrainState, Metrics]]:
-    """train(key, hparams=None) -> (TrainState, Metrics) over config.num_devices devices per process.
-
-    Same contract as `make_train` for one device: pure, jittable, vmappable over keys and HParams. Environment
-    arrays in the returned state are laid out by global environment index; everything else is replicated.
-    `metrics.replicas_in_sync` checks after every update that parameters are identical on all devices.
-    """
-    agent = make_agent(config, env, env_params)
-    mesh = make_mesh(config)
-
-    def per_device_train(key_data: jax.Array, hp: HParams) -> tuple[TrainState, Metrics]:
-        state = init_state(agent, jax.random.wrap_key_data(key_data), DEVICE_AXIS)
-        return run_updates(agent, state, hp, config.num_updates, DEVICE_AXIS, progress_fn)
-
-    single_agent_shapes = jax.eval_shape(lambda k: init_state(agent, k), jax.random.key(0))
-    state_specs = _state_specs(config, single_agent_shapes)
-
-    if config.parallel == "shard_map":
-        mapped = jax.shard_map(
-            per_device_train, mesh=mesh, in_specs=(P(), P()), out_specs=(state_specs, P()), check_vma=False,
-        )
-    else:
-        mapped = _pmap_as_global(per_device_train, mesh, state_specs)
+    """train(key, hparams=None) over several devices; `make_train` calls this when config.num_devices > 1."""
+    parts = make_distributed_parts(config, env, env_params, progress_fn)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
         hp = HParams.from_config(config) if hparams is None else hparams
-        return mapped(jax.random.key_data(key), hp)
+        return parts.run(parts.init(key), hp, config.num_updates)
 
     return train
 
 
-def _pmap_as_global(per_device_train, mesh: Mesh, state_specs: TrainState):
-    """jax.pmap over the mesh's devices, with outputs reshaped to the shard_map layout (env arrays concatenated
-    over devices in device order, replicated arrays taken from the first device)."""
+def _state_specs(state_shapes: TrainState) -> TrainState:
+    """PartitionSpecs of a TrainState: per-environment arrays split over the device axis, the rest replicated."""
+    env_specs = jax.tree.map(lambda x: P(DEVICE_AXIS) if x.ndim >= 1 else P(), state_shapes.env)
+    return jax.tree.map(lambda _: P(), state_shapes).replace(env=env_specs)
+
+
+def _pmap_parts(init_local, run_local, mesh: Mesh, state_specs: TrainState):
+    """jax.pmap versions of init/run that take and return the shard_map layout (env arrays concatenated over
+    devices in device order, replicated arrays once), so both mappings share one state layout."""
     num_local = len([d for d in mesh.devices.flat if d.process_index == jax.process_index()])
     devices = list(mesh.devices.flat) if jax.process_count() == 1 else None
     if devices is None and num_local != jax.local_device_count():
@@ -104,20 +119,33 @@ def _pmap_as_global(per_device_train, mesh: Mesh, state_specs: TrainState):
             f"parallel='pmap' across processes uses every local device: set num_devices={jax.local_device_count()} "
             "or use parallel='shard_map'"
         )
-    pmapped = jax.pmap(lambda _, key_data, hp: per_device_train(key_data, hp), axis_name=DEVICE_AXIS,
-                       in_axes=(0, None, None), devices=devices)
+    is_spec = lambda s: isinstance(s, P)  # noqa: E731
 
     def merge(spec: P, x: jax.Array) -> jax.Array:
+        return x.reshape((-1,) + x.shape[2:]) if spec == P(DEVICE_AXIS) else x[0]
+
+    def split(spec: P, x: jax.Array) -> jax.Array:
         if spec == P(DEVICE_AXIS):
-            return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
-        return x[0]
+            return x.reshape((num_local, x.shape[0] // num_local) + x.shape[1:])
+        return jnp.broadcast_to(x, (num_local,) + x.shape)
 
-    def mapped(key_data: jax.Array, hp: HParams):
-        state, metrics = pmapped(jnp.arange(num_local), key_data, hp)
-        state = jax.tree.map(merge, state_specs, state, is_leaf=lambda s: isinstance(s, P))
-        return state, jax.tree.map(lambda x: x[0], metrics)
+    pmapped_init = jax.pmap(lambda _, key_data: init_local(key_data), axis_name=DEVICE_AXIS, in_axes=(0, None),
+                            devices=devices)
 
-    return mapped
+    def init_mapped(key_data):
+        return jax.tree.map(merge, state_specs, pmapped_init(jnp.arange(num_local), key_data), is_leaf=is_spec)
+
+    def run_mapped(num_updates: int):
+        pmapped_run = jax.pmap(run_local(num_updates), axis_name=DEVICE_AXIS, in_axes=(0, None), devices=devices)
+
+        def run(state, hp):
+            per_device = jax.tree.map(split, state_specs, state, is_leaf=is_spec)
+            state, metrics = pmapped_run(per_device, hp)
+            return jax.tree.map(merge, state_specs, state, is_leaf=is_spec), jax.tree.map(lambda x: x[0], metrics)
+
+        return run
+
+    return init_mapped, run_mapped
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,

@@ -8,7 +8,7 @@ device, and `jaxppo.distributed` maps the very same functions over devices.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -172,23 +172,45 @@ def run_updates(agent: Agent, state: TrainState, hp: HParams, num_updates: int, 
     return lax.scan(body, state, None, length=num_updates)
 
 
+class TrainParts(NamedTuple):
+    """A run split in two pure functions, so long runs can be cut into compiled chunks.
+
+    init(key) -> TrainState; run(state, hparams, num_updates) -> (TrainState, Metrics [num_updates]).
+    `run` continues exactly where `state` stands (update counter, keys, learning-rate schedule), so any split of
+    config.num_updates into chunks gives the result of one uninterrupted `train(key)`. num_updates is static.
+    """
+
+    init: Callable[[jax.Array], TrainState]
+    run: Callable[[TrainState, HParams, int], tuple[TrainState, Metrics]]
+
+
+def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
+                     progress_fn: ProgressFn | None = None) -> TrainParts:
+    """init/run for this config: on one device here, over config.num_devices via jaxppo.distributed."""
+    if config.num_devices > 1:
+        from jaxppo.distributed import make_distributed_parts
+
+        return make_distributed_parts(config, env, env_params, progress_fn)
+    agent = make_agent(config, env, env_params)
+    return TrainParts(
+        init=lambda key: init_state(agent, key),
+        run=lambda state, hp, num_updates: run_updates(agent, state, hp, num_updates, progress_fn=progress_fn),
+    )
+
+
 def make_train(config: PPOConfig, env: Any = None, env_params: Any = None,
                progress_fn: ProgressFn | None = None) -> Callable[..., tuple[TrainState, Metrics]]:
-    """Build train(key, hparams=None) -> (TrainState, Metrics) for a single device.
+    """Build train(key, hparams=None) -> (TrainState, Metrics): the whole run as one pure function.
 
     `train` is pure: jit it, vmap it over keys (seeds) and/or over a batch of HParams. Metrics have a leading axis
-    of config.num_updates updates. progress_fn, if given, receives {update, env_steps, episode_return,
-    episode_length} from inside the compiled run (under vmap: once per seed).
+    of config.num_updates updates. With config.num_devices > 1 the same per-device program runs on several devices
+    (jaxppo.distributed). progress_fn, if given, receives {update, env_steps, episode_return, episode_length} from
+    inside the compiled run (under vmap: once per seed; on several devices: once per device).
     """
-    if config.num_devices > 1:
-        from jaxppo.distributed import make_distributed_train
-
-        return make_distributed_train(config, env, env_params, progress_fn)
-    agent = make_agent(config, env, env_params)
+    parts = make_train_parts(config, env, env_params, progress_fn)
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
         hp = HParams.from_config(config) if hparams is None else hparams
-        state = init_state(agent, key)
-        return run_updates(agent, state, hp, config.num_updates, progress_fn=progress_fn)
+        return parts.run(parts.init(key), hp, config.num_updates)
 
     return train
