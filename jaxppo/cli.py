@@ -89,6 +89,8 @@ def train(
     keep_checkpoints: int = 3,
     resume: Path | None = None,
     stop_after_updates: int | None = None,
+    eval_every: int = 0,
+    eval_episodes: int = 10,
     coordinator: str | None = None,
     num_processes: int | None = None,
     process_id: int | None = None,
@@ -108,6 +110,8 @@ def train(
       keep_checkpoints: checkpoints kept (oldest removed first).
       resume: continue the run in this folder from its latest checkpoint (its config.json is used).
       stop_after_updates: end (with a checkpoint) after this many updates in this call; resume later.
+      eval_every: every N updates, run --eval-episodes greedy episodes per seed and append them to OUT/eval.csv.
+      eval_episodes: episodes per periodic evaluation.
       coordinator: HOST:PORT of process 0, for a multi-host run (with --num-processes and --process-id).
       num_processes: processes in a multi-host run.
       process_id: this process's index in [0, num_processes).
@@ -134,7 +138,8 @@ def train(
     cfg = _to_config(config)
     for name, value, low in (("--num-seeds", num_seeds, 1), ("--chunk-updates", chunk_updates, 0),
                              ("--checkpoint-every", checkpoint_every, 0), ("--keep-checkpoints", keep_checkpoints, 1),
-                             ("--stop-after-updates", stop_after_updates or 1, 1)):
+                             ("--stop-after-updates", stop_after_updates or 1, 1), ("--eval-every", eval_every, 0),
+                             ("--eval-episodes", eval_episodes, 1)):
         if value < low:
             raise UsageError(f"{name} {value}: must be at least {low}")
     if resume is not None:
@@ -172,7 +177,8 @@ def train(
         state, done, history = _restore(store, state, out)
         print(f"resuming {out} after update {done}/{cfg.num_updates}", flush=True)
 
-    chunk = chunk_updates or checkpoint_every or cfg.num_updates
+    chunk = min(n for n in (chunk_updates, checkpoint_every, eval_every, cfg.num_updates) if n)
+    periodic_eval = _make_periodic_eval(cfg, num_seeds, eval_episodes) if eval_every else None
     train_seconds = 0.0
     for size in chunk_sizes(cfg.num_updates, chunk, done, stop_after_updates):
         result = runner.run_chunk(state, size, done)
@@ -187,6 +193,8 @@ def train(
             bad = np.argwhere(~np.asarray(result.metrics.replicas_in_sync))[0]
             raise UsageError(f"parameters differ across devices after update {result.first_update + bad[-1] + 1} "
                              f"(seed index {bad[0]})", exit_code=1)
+        if periodic_eval is not None and lead and (done % eval_every == 0 or done == cfg.num_updates):
+            periodic_eval(state, done, out / "eval.csv")
         due = checkpoint_every and (done % checkpoint_every == 0 or done == cfg.num_updates)
         if lead and store is not None and due:
             outputs.write_metrics_csv(out / "metrics.csv", concat_metrics(history))
@@ -206,6 +214,36 @@ def train(
         return
     _write_final_outputs(out, cfg, seed, num_seeds, state, concat_metrics(history), runner.compile_seconds,
                          train_seconds)
+
+
+def _make_periodic_eval(cfg: PPOConfig, num_seeds: int, num_episodes: int):
+    """A host function evaluating every seed's current policy and appending rows to a CSV (one compile)."""
+    import csv
+
+    import jax
+    import numpy as np
+
+    from jaxppo.evaluate import make_evaluate
+
+    evaluate_seeds = jax.jit(jax.vmap(make_evaluate(cfg, num_episodes=num_episodes), in_axes=(0, None, 0)))
+
+    def run(state, update: int, path: Path) -> None:
+        obs_moments = state.obs_moments if cfg.normalize_observations else None
+        result = evaluate_seeds(state.params, jax.random.key(update), obs_moments)
+        returns, lengths = np.asarray(result.returns), np.asarray(result.lengths)
+        new_file = not path.exists()
+        with open(path, "a", newline="") as handle:
+            writer = csv.writer(handle)
+            if new_file:
+                writer.writerow(["update", "env_steps", "seed", "mean_return", "std_return", "mean_length"])
+            for seed_index in range(num_seeds):
+                writer.writerow([update, update * cfg.batch_size * jax.process_count(), seed_index,
+                                 float(returns[seed_index].mean()), float(returns[seed_index].std()),
+                                 float(lengths[seed_index].mean())])
+        print(f"eval after update {update}: mean return {returns.mean():.2f} over {num_episodes} episode(s) x "
+              f"{num_seeds} seed(s)", flush=True)
+
+    return run
 
 
 def _resume_settings(run_dir: Path, flags_cfg: PPOConfig):

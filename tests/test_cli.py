@@ -72,3 +72,18 @@ def test_readme_test_command_is_what_ci_runs():
     root = Path(__file__).resolve().parents[1]
     ci_command = (root / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci_command in (root / "README.md").read_text()
+
+
+def test_periodic_evaluation_writes_eval_csv(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main(["train", *TINY, "--total-timesteps", str(64 * 4), "--num-seeds", "2", "--eval-every", "2",
+                     "--eval-episodes", "3", "--quiet", "--out", str(out)])
+    assert code == 0
+    rows = (out / "eval.csv").read_text().strip().splitlines()
+    assert rows[0] == "update,env_steps,seed,mean_return,std_return,mean_length"
+    assert [r.split(",")[:3] for r in rows[1:]] == [["2", "128", "0"], ["2", "128", "1"], ["4", "256", "0"],
+                                                    ["4", "256", "1"]]
+    for row in rows[1:]:  # CartPole pays 1 per step: mean return equals mean length, and is at least 8
+        _, _, _, mean_return, _, mean_length = row.split(",")
+        assert float(mean_return) == float(mean_length) >= 8
+    assert "eval after update 4" in capsys.readouterr().out
