@@ -5,12 +5,16 @@
     state, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
 """
 
-from jaxppo.advantages import gae
-from jaxppo.agent import make_policy, make_value_fn
-from jaxppo.config import HParams, PPOConfig, stack_hparams
-from jaxppo.evaluate import EvalResult, evaluate, make_evaluate
-from jaxppo.losses import clipped_surrogate_loss, ppo_loss, value_loss
-from jaxppo.train import Metrics, TrainState, make_train
+from jaxppo import xla_workarounds
+
+xla_workarounds.apply()  # before anything can start JAX's backend; see the module for why
+
+from jaxppo.advantages import gae  # noqa: E402
+from jaxppo.agent import make_policy, make_value_fn  # noqa: E402
+from jaxppo.config import HParams, PPOConfig, stack_hparams  # noqa: E402
+from jaxppo.evaluate import EvalResult, evaluate, make_evaluate  # noqa: E402
+from jaxppo.losses import clipped_surrogate_loss, ppo_loss, value_loss  # noqa: E402
+from jaxppo.train import Metrics, TrainState, make_train  # noqa: E402
 
 __version__ = "0.1.0"
 
