@@ -1,0 +1,275 @@
+"""Throughput of whole PPO training runs, against the pure rollout limit of the same setting.
+
+For each setting this measures, in one process and back to back:
+
+- compile_s: wall time of `jax.jit(train).lower(key).compile()`;
+- train_steps_per_s: env steps (over all seeds) per second of the compiled training run, timed with
+  `jax.block_until_ready`, best of --repeats runs;
+- rollout_steps_per_s: the same for the *pure rollout limit*: the same number of environments stepped by the same
+  policy network with fixed (initial) parameters, for the same number of env steps, with no learning. It is built
+  from the library's own pieces (`make_agent`, `init_state`, `rollout`) scanned over `config.num_updates`, and
+  vmapped over seeds where the training is;
+- ratio = train_steps_per_s / rollout_steps_per_s: the share of the rollout speed that survives learning.
+
+Training and rollout runs are interleaved (train, rollout, train, rollout, ...) so both see the same machine load.
+Absolute steps/s are noisy on shared machines; the ratio is the headline.
+
+XLA flag: the script adds --xla_cpu_enable_concurrency_optimized_scheduler=false to XLA_FLAGS (unless XLA_FLAGS
+already sets that flag), because with jaxlib 0.10.2 on a single CPU device the vmapped training program can hang
+forever in block_until_ready, every thread idle (e.g. 2 seeds x 4096 steps of CartPole-v1, also through
+`jaxppo train --num-seeds 2`). The flag only affects the CPU backend, but there it moves the numbers (CartPole
+4 x 128 on 2 cores: training ~12% slower, rollout ~12% faster than with XLA's default). The header line prints the
+XLA_FLAGS in use; to measure the single-seed rows with XLA's default scheduler, run with
+XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true and leave out cartpole-32seeds.
+
+Run from the repository root:
+
+    .venv/bin/python experiments/benchmark.py                                  # all settings, default budget
+    .venv/bin/python experiments/benchmark.py --total-timesteps 20000 --repeats 1   # quick check
+    .venv/bin/python experiments/benchmark.py --settings cartpole-4x128 breakout-128x128 --out /tmp/b.csv
+
+--total-timesteps is the env-step budget of one CartPole row, summed over its seeds (the 32-seed row splits it
+between seeds); the Breakout row runs a quarter of it (its CNN is slow on a CPU). Runs are rounded down to whole
+updates (at least one per seed); the env_steps column gives the steps actually run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxppo.agent import make_agent
+from jaxppo.config import HParams, PPOConfig
+from jaxppo.rollout import rollout
+from jaxppo.train import init_state, local_env_ids, make_train
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One benchmark row: an environment layout and the PPOConfig fields that differ from the defaults."""
+
+    name: str
+    env: str
+    num_envs: int
+    num_steps: int
+    seeds: int = 1
+    num_minibatches: int = 4
+    num_epochs: int = 4
+    budget_fraction: float = 1.0  # share of --total-timesteps this row runs (CNN training is slow on a CPU)
+
+
+SETTINGS = (
+    Setting("cartpole-4x128", "CartPole-v1", num_envs=4, num_steps=128),
+    Setting("cartpole-2048x16", "CartPole-v1", num_envs=2048, num_steps=16, num_minibatches=32),
+    Setting("breakout-128x128", "Breakout-MinAtar", num_envs=128, num_steps=128, num_minibatches=8,
+            budget_fraction=0.25),
+    Setting("cartpole-32seeds", "CartPole-v1", num_envs=4, num_steps=128, seeds=32),
+)
+SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+CPU_SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
+
+
+def avoid_cpu_scheduler_hang() -> None:
+    """Turn off XLA:CPU's concurrency-optimised scheduler unless XLA_FLAGS sets it; before the first computation.
+
+    With it on (jaxlib 0.10.2, one CPU device) vmapped training runs can deadlock with every thread idle.
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_SCHEDULER_FLAG not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --{CPU_SCHEDULER_FLAG}=false".strip()
+
+
+class Row(NamedTuple):
+    """One line of the results table (and of the CSV)."""
+
+    setting: str
+    env: str
+    num_envs: int
+    num_steps: int
+    seeds: int
+    env_steps: int  # total over seeds
+    compile_s: float  # training program
+    train_steps_per_s: float
+    rollout_steps_per_s: float
+    ratio: float  # train_steps_per_s / rollout_steps_per_s
+
+
+def build_config(setting: Setting, total_timesteps: int) -> PPOConfig:
+    """The PPOConfig of one seed: the row's budget split over its seeds, at least one update each."""
+    batch_size = setting.num_envs * setting.num_steps
+    per_seed = int(total_timesteps * setting.budget_fraction) // setting.seeds
+    return PPOConfig(env=setting.env, num_envs=setting.num_envs, num_steps=setting.num_steps,
+                     num_minibatches=setting.num_minibatches, num_epochs=setting.num_epochs,
+                     total_timesteps=max(per_seed, batch_size))
+
+
+def make_rollout_only(config: PPOConfig) -> Callable[[jax.Array], jax.Array]:
+    """run(key) -> float32 [num_updates]: config.num_updates rollouts with the initial parameters, no learning.
+
+    Each rollout is reduced to a checksum of its values, log-probabilities and episode returns, so that XLA keeps
+    the critic and the sampling (as training needs them) but need not store the trajectories.
+    """
+    agent = make_agent(config)
+    gamma = HParams.from_config(config).gamma
+    env_ids = local_env_ids(config, None)
+
+    def run(key: jax.Array) -> jax.Array:
+        state = init_state(agent, key)
+
+        def body(loop, _):
+            env_carry, loop_key = loop
+            loop_key, rollout_key = jax.random.split(loop_key)
+            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids,
+                                             state.obs_moments, state.reward_moments, gamma)
+            checksum = jnp.sum(traj.value) + jnp.sum(traj.log_prob) + tally.return_sum
+            return (env_carry, loop_key), checksum
+
+        _, checksums = lax.scan(body, (state.env, state.key), None, length=config.num_updates)
+        return checksums
+
+    return run
+
+
+class Compiled(NamedTuple):
+    """A compiled program, its arguments and its compile time."""
+
+    run: Callable[..., Any]
+    args: tuple
+    compile_s: float
+
+
+def compile_timed(fn: Callable[..., Any], *args: Any) -> Compiled:
+    """jax.jit(fn).lower(*args).compile(), timed."""
+    start = time.perf_counter()
+    run = jax.jit(fn).lower(*args).compile()
+    return Compiled(run, args, time.perf_counter() - start)
+
+
+def time_compiled(compiled: Compiled) -> float:
+    """Seconds of one run of a compiled program, until its outputs are ready."""
+    start = time.perf_counter()
+    jax.block_until_ready(compiled.run(*compiled.args))
+    return time.perf_counter() - start
+
+
+def measure_setting(setting: Setting, total_timesteps: int, repeats: int, seed: int = 0) -> Row:
+    """Compile training and the rollout limit of one setting, then time them alternately; best of `repeats`."""
+    config = build_config(setting, total_timesteps)
+    train, rollout_only = make_train(config), make_rollout_only(config)
+    if setting.seeds == 1:
+        keys = jax.random.key(seed)
+    else:
+        keys = jax.vmap(jax.random.key)(jnp.arange(seed, seed + setting.seeds))
+        train, rollout_only = jax.vmap(train), jax.vmap(rollout_only)
+
+    compiled_train = compile_timed(train, keys)
+    compiled_rollout = compile_timed(rollout_only, keys)
+    train_s, rollout_s = float("inf"), float("inf")
+    for _ in range(repeats):
+        train_s = min(train_s, time_compiled(compiled_train))
+        rollout_s = min(rollout_s, time_compiled(compiled_rollout))
+
+    env_steps = config.num_env_steps * setting.seeds
+    train_rate, rollout_rate = env_steps / train_s, env_steps / rollout_s
+    return Row(setting=setting.name, env=setting.env, num_envs=setting.num_envs, num_steps=setting.num_steps,
+               seeds=setting.seeds, env_steps=env_steps, compile_s=compiled_train.compile_s,
+               train_steps_per_s=train_rate, rollout_steps_per_s=rollout_rate, ratio=train_rate / rollout_rate)
+
+
+def machine_header() -> str:
+    """One line: jax version, backend and device kind, and the host (platform, CPU count)."""
+    device = jax.devices()[0]
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        usable_cpus = os.cpu_count()
+    return (f"jax {jax.__version__}, backend {jax.default_backend()}, device {device.device_kind} "
+            f"x{jax.device_count()} | {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs "
+            f"({usable_cpus} usable), Python {platform.python_version()} | "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+
+
+CELL_FORMATS = {"compile_s": "{:.1f}", "ratio": "{:.3f}"}  # other numbers: integers with thousands separators
+
+
+def format_cell(field: str, value: Any) -> str:
+    """One table cell: text as is, numbers by CELL_FORMATS."""
+    if isinstance(value, str):
+        return value
+    return CELL_FORMATS.get(field, "{:,.0f}").format(value)
+
+
+def print_table(rows: list[Row]) -> None:
+    """The rows as an aligned text table (text left-aligned, numbers right-aligned)."""
+    cells = [list(Row._fields)] + [[format_cell(field, value) for field, value in zip(Row._fields, row)]
+                                   for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(Row._fields))]
+    numeric = [not isinstance(value, str) for value in rows[0]] if rows else [False] * len(widths)
+    for line in cells:
+        print("  ".join(cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(line, widths, numeric)))
+
+
+def write_csv(path: Path, rows: list[Row]) -> None:
+    """The rows as CSV with a header line (full precision); creates the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(Row._fields)
+        writer.writerows(rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options; a bad value ends with a usage error (exit code 2)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("experiments/results/benchmark.csv"),
+                        help="CSV output path (its folder is created)")
+    parser.add_argument("--total-timesteps", type=int, default=200_000,
+                        help="env steps of one CartPole row, over all its seeds; the Breakout row runs a quarter "
+                             "(default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs per program; the best counts (default %(default)s)")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS_BY_NAME), default=list(SETTINGS_BY_NAME),
+                        metavar="NAME", help=f"subset to run, from: {', '.join(SETTINGS_BY_NAME)}")
+    parser.add_argument("--seed", type=int, default=0, help="first PRNG seed")
+    args = parser.parse_args(argv)
+    if args.total_timesteps < 1:
+        parser.error(f"--total-timesteps {args.total_timesteps}: must be at least 1")
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Measure the chosen settings, print the table and write the CSV."""
+    args = parse_args(argv)
+    avoid_cpu_scheduler_hang()
+    print(machine_header())
+    if f"{CPU_SCHEDULER_FLAG}=false" not in os.environ["XLA_FLAGS"] and any(
+            SETTINGS_BY_NAME[name].seeds > 1 for name in args.settings):
+        print(f"warning: XLA_FLAGS leaves {CPU_SCHEDULER_FLAG} on; the vmapped-seeds setting may hang on a CPU")
+    print("note: absolute steps/s are noisy on shared machines; the ratio (training vs. pure rollout, measured "
+          "back to back) is the headline", flush=True)
+    rows = []
+    for name in args.settings:
+        start = time.perf_counter()
+        rows.append(measure_setting(SETTINGS_BY_NAME[name], args.total_timesteps, args.repeats, args.seed))
+        print(f"measured {name} in {time.perf_counter() - start:.0f}s", flush=True)
+    print()
+    print_table(rows)
+    write_csv(args.out, rows)
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
