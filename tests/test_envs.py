@@ -100,4 +100,4 @@ def test_minatar_cnn_trains_end_to_end():
     state, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
     assert metrics.policy_loss.shape == (2,) and np.all(np.isfinite(np.asarray(metrics.total_loss)))
     assert state.env.obs.shape == (4, 10, 10, 4)
-    assert "Conv_0" in state.params["params"]["actor_torso"]
+    assert state.params["params"]["actor_torso"]["conv"]["kernel"].shape == (36, 16)

@@ -147,17 +147,17 @@ def _abstract(config: PPOConfig):
 def test_image_observations_get_a_cnn_unless_mlp_is_asked_for():
     network, params, spec = _abstract(PPOConfig(env="Breakout-MinAtar"))
     assert spec.obs_shape == (10, 10, 4)
-    conv = {name: k.shape for name, k in _kernels(params).items() if "Conv" in name}
-    # One 3x3 conv with 16 filters over 4 channels in each of the actor and the critic torso; VALID padding
-    # leaves 8*8*16 = 1024 features for the first dense layer.
-    assert conv == {"params/actor_torso/Conv_0/kernel": (3, 3, 4, 16), "params/critic_torso/Conv_0/kernel": (3, 3, 4, 16)}
+    conv = {name: k.shape for name, k in _kernels(params).items() if "/conv/" in name}
+    # One 3x3 conv with 16 filters over 4 channels in each of the actor and the critic torso, stored as a
+    # (4*3*3, 16) patch kernel; VALID padding leaves 8*8*16 = 1024 features for the first dense layer.
+    assert conv == {"params/actor_torso/conv/kernel": (36, 16), "params/critic_torso/conv/kernel": (36, 16)}
     assert _kernels(params)["params/actor_torso/Dense_0/kernel"].shape == (1024, 64)
     dist, values = jax.eval_shape(network.apply, params, jax.ShapeDtypeStruct((2,) + spec.obs_shape, jnp.float32))
     chex.assert_shape((dist.logits, values), [(2, 3), (2,)])
 
     mlp_network, mlp_params, _ = _abstract(PPOConfig(env="Breakout-MinAtar", network="mlp"))
     kernels = _kernels(mlp_params)
-    assert not any("Conv" in name for name in kernels)
+    assert not any("/conv/" in name for name in kernels)
     assert all(len(k.shape) == 2 for k in kernels.values())
     # The MLP flattens the 10*10*4 = 400 inputs.
     assert kernels["params/actor_torso/Dense_0/kernel"].shape == (400, 64)
@@ -208,3 +208,18 @@ def test_actor_and_critic_share_no_parameters(cartpole):
                 np.testing.assert_array_equal(leaf, np.zeros_like(leaf))
     assert float(jnp.abs(grad_values["params"]["critic_torso"]["Dense_0"]["kernel"]).sum()) > 0
     assert float(jnp.abs(grad_logits["params"]["actor_torso"]["Dense_0"]["kernel"]).sum()) > 0
+
+
+def test_patch_conv_equals_a_3x3_valid_convolution():
+    config = PPOConfig(env="Breakout-MinAtar")
+    spec = envs.env_spec(*envs.make_env(config.env))
+    torso = networks.Torso((8,), "relu", use_cnn=True)
+    obs = jax.random.normal(jax.random.key(0), (3,) + spec.obs_shape)
+    params = torso.init(jax.random.key(1), obs)
+    kernel = params["params"]["conv"]["kernel"]  # [C*3*3, 16], patch features ordered (C, kh, kw)
+    hwio = jnp.transpose(kernel.reshape(4, 3, 3, 16), (1, 2, 0, 3))
+    conv = jax.lax.conv_general_dilated(obs, hwio, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    hidden = jax.nn.relu(conv + params["params"]["conv"]["bias"]).reshape(3, -1)
+    dense = params["params"]["Dense_0"]
+    expected = jax.nn.relu(hidden @ dense["kernel"] + dense["bias"])
+    np.testing.assert_allclose(torso.apply(params, obs), expected, rtol=1e-5, atol=1e-5)
