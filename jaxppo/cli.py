@@ -344,8 +344,11 @@ COMMANDS = {"train": train}
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jaxppo` console script; returns the exit code."""
+    from jaxppo import tools_cli  # imports this module, so it is loaded here rather than at the top
+
+    commands = {**COMMANDS, "sweep": tools_cli.sweep, "plot": tools_cli.plot, "eval": tools_cli.eval_run}
     try:
-        tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="jaxppo")
+        tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="jaxppo")
     except UsageError as error:
         print(f"jaxppo: error: {error}", file=sys.stderr)
         return error.exit_code

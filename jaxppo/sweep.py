@@ -1,0 +1,174 @@
+"""Hyperparameter sweeps: every setting x every seed trained as ONE compiled, doubly vmapped program.
+
+    result = run_sweep(PPOConfig(env="CartPole-v1"), grid={"lr": [1e-3, 3e-4], "ent_coef": [0.0, 0.01]})
+    summary_table(result)   # per setting: values, mean/std/min/max of the final return over seeds
+    write_sweep(result, Path("runs/sweep"))   # sweep.csv + sweep.png
+
+Only `HParams` fields can be swept (they are traced, so no recompilation per setting); anything that changes shapes
+or loop counts (num_envs, hidden_sizes, ...) is a separate run. Seed i of a sweep uses `jax.random.key(seed + i)`,
+exactly like `jaxppo train --seed SEED --num-seeds N`, so a sweep row is reproducible as a single run.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import jax
+import numpy as np
+
+from jaxppo import outputs
+from jaxppo.config import HParams, PPOConfig, stack_hparams
+from jaxppo.train import make_train
+
+SWEEPABLE = tuple(f.name for f in dataclasses.fields(HParams))
+"""Names that can be swept: the traced hyperparameters."""
+
+SCALES = ("linear", "log")
+
+
+class SweepResult(NamedTuple):
+    """Outcome of run_sweep. P settings, S seeds, U updates."""
+
+    config: PPOConfig  # the base config (every setting overrides some of its HParams fields)
+    settings: list[dict[str, float]]  # P dicts {name: value}, all with the same names
+    seeds: list[int]  # S seeds
+    final_returns: np.ndarray  # float [P, S]: outputs.final_returns of each setting's curves
+    episode_return: np.ndarray  # float [P, S, U]: per-update mean episode return
+    env_steps: np.ndarray  # int [U]: cumulative env steps after each update
+
+
+def _check_names(names, what: str) -> None:
+    for name in names:
+        if name not in SWEEPABLE:
+            raise ValueError(f"{what}: {name!r} is not a sweepable hyperparameter; valid names: "
+                             f"{', '.join(SWEEPABLE)} (other PPOConfig fields change the compiled program: run "
+                             "them separately)")
+
+
+def grid_settings(grid: dict[str, list[float]]) -> list[dict[str, float]]:
+    """Cartesian product of grid {name: values}, first name varying slowest."""
+    _check_names(grid, "grid")
+    for name, values in grid.items():
+        if len(values) == 0:
+            raise ValueError(f"grid: {name!r} has no values")
+    names = list(grid)
+    return [dict(zip(names, map(float, combo))) for combo in itertools.product(*(grid[n] for n in names))]
+
+
+def random_settings(ranges: dict[str, tuple[float, float, str]], num_samples: int, seed: int = 0
+                    ) -> list[dict[str, float]]:
+    """num_samples independent draws from ranges {name: (low, high, "linear" | "log")}, np.random.default_rng(seed).
+
+    "log" draws log(value) uniformly in [log(low), log(high)] (low must be > 0).
+    """
+    _check_names(ranges, "ranges")
+    for name, (low, high, scale) in ranges.items():
+        if scale not in SCALES:
+            raise ValueError(f"ranges: {name!r} scale {scale!r} must be one of {', '.join(SCALES)}")
+        if not low <= high:
+            raise ValueError(f"ranges: {name!r} low={low} must be <= high={high}")
+        if scale == "log" and low <= 0:
+            raise ValueError(f"ranges: {name!r} low={low} must be > 0 on a log scale")
+    rng = np.random.default_rng(seed)
+    settings = []
+    for _ in range(num_samples):
+        setting = {}
+        for name, (low, high, scale) in ranges.items():
+            if scale == "log":
+                setting[name] = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+            else:
+                setting[name] = float(rng.uniform(low, high))
+        settings.append(setting)
+    return settings
+
+
+def setting_hparams(config: PPOConfig, setting: dict[str, float]) -> HParams:
+    """HParams of config with setting applied; validated like a config (so vf_clip_eps=None follows clip_eps)."""
+    _check_names(setting, "setting")
+    return HParams.from_config(dataclasses.replace(config, **setting))
+
+
+def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, random_samples: int = 0,
+              ranges: dict[str, tuple[float, float, str]] | None = None, num_seeds: int = 3,
+              seed: int = 0) -> SweepResult:
+    """Train every setting x num_seeds seeds in one compiled program and collect their learning curves.
+
+    Args:
+      config: base config; fixes shapes, env and budget, and the values of hyperparameters not swept.
+      grid: {name: values}; its cartesian product is swept.
+      random_samples: number of random settings drawn from ranges (added after the grid's settings).
+      ranges: {name: (low, high, "linear" | "log")} for random sampling, drawn with np.random.default_rng(seed).
+      num_seeds: seeds per setting; seed i uses jax.random.key(seed + i) (as `jaxppo train`).
+      seed: first training seed, and the seed of the random sampler.
+
+    Returns:
+      SweepResult with final returns [P, S] and curves [P, S, U].
+    """
+    if num_seeds < 1:
+        raise ValueError(f"num_seeds={num_seeds}: must be at least 1")
+    if random_samples < 0:
+        raise ValueError(f"random_samples={random_samples}: must be >= 0")
+    if random_samples and not ranges:
+        raise ValueError("random_samples > 0 needs ranges {name: (low, high, scale)}")
+    settings = grid_settings(grid) if grid else []
+    if random_samples:
+        settings += random_settings(ranges, random_samples, seed)
+    elif ranges:
+        _check_names(ranges, "ranges")
+    if not settings:
+        settings = [{}]  # nothing swept: the base config, over seeds
+    names = sorted({n for s in settings for n in s}, key=SWEEPABLE.index)
+    base = {n: float(config.value_clip_eps if n == "vf_clip_eps" else getattr(config, n)) for n in names}
+    # Every setting lists every swept name (the config's value where the grid or the ranges leave one out).
+    settings = [{n: s.get(n, base[n]) for n in names} for s in settings]
+    try:
+        hparams = stack_hparams([setting_hparams(config, s) for s in settings])
+    except ValueError as error:
+        raise ValueError(f"sweep setting out of range: {error}") from None
+
+    if config.num_devices > 1:
+        raise ValueError(f"num_devices={config.num_devices}: sweeps run on one device (set num_devices=1)")
+    train = make_train(config)
+    seeds = list(range(seed, seed + num_seeds))
+    keys = jax.vmap(jax.random.key)(np.arange(seed, seed + num_seeds))
+    # Settings outer, seeds inner: metric leaves come back [P, S, U].
+    sweep_fn = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
+    _, metrics = jax.block_until_ready(sweep_fn(keys, hparams))
+    episode_return = np.asarray(metrics.episode_return, np.float64)
+    finals = np.stack([outputs.final_returns(curves) for curves in episode_return])
+    env_steps = np.asarray(metrics.env_steps)[0, 0]
+    return SweepResult(config, settings, seeds, finals, episode_return, env_steps)
+
+
+def summary_table(result: SweepResult) -> list[dict[str, float]]:
+    """One dict per setting: its hyperparameter values, then mean, std, min, max of the final return over seeds."""
+    rows = []
+    for setting, finals in zip(result.settings, result.final_returns):
+        rows.append({**setting, "mean": float(finals.mean()), "std": float(finals.std()),
+                     "min": float(finals.min()), "max": float(finals.max())})
+    return rows
+
+
+def write_sweep(result: SweepResult, out_dir: Path) -> None:
+    """Write out_dir/sweep.csv (a row per setting; per-seed returns ';'-joined) and out_dir/sweep.png."""
+    from jaxppo.plotting import plot_curves
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_table(result)
+    names = list(result.settings[0])
+    with open(out_dir / "sweep.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(names + ["mean", "std", "min", "max", "returns"])
+        for row, finals in zip(rows, result.final_returns):
+            writer.writerow([repr(row[n]) for n in names] + [repr(row[k]) for k in ("mean", "std", "min", "max")]
+                            + [";".join(repr(float(r)) for r in finals)])
+    labels = [", ".join(f"{n}={v:.3g}" for n, v in s.items()) or "base config" for s in result.settings]
+    plot_curves(result.env_steps, list(result.episode_return), labels, out_dir / "sweep.png",
+                title=f"{result.config.env}: sweep over {len(result.settings)} setting(s) x {len(result.seeds)} "
+                      "seed(s)", band="std")

@@ -1,0 +1,94 @@
+"""Sweeps: one compiled program over settings x seeds equals the separately trained runs."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from jaxppo import outputs
+from jaxppo.config import PPOConfig
+from jaxppo.sweep import random_settings, run_sweep, summary_table, write_sweep
+from jaxppo.train import make_train
+
+# 4 envs x 32 steps, 5 updates of 128 env steps.
+TINY = PPOConfig(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 5, num_minibatches=2, num_epochs=2)
+
+
+@pytest.fixture(scope="module")
+def lr_sweep():
+    return run_sweep(TINY, grid={"lr": [1e-3, 3e-4]}, num_seeds=2, seed=5)
+
+
+def test_sweep_equals_separate_runs(lr_sweep):
+    assert lr_sweep.settings == [{"lr": 1e-3}, {"lr": 3e-4}]
+    assert lr_sweep.seeds == [5, 6]
+    assert lr_sweep.final_returns.shape == (2, 2)
+    assert lr_sweep.episode_return.shape == (2, 2, 5)
+    np.testing.assert_array_equal(lr_sweep.env_steps, [128, 256, 384, 512, 640])
+    for p, lr in enumerate([1e-3, 3e-4]):
+        train = jax.jit(make_train(dataclasses.replace(TINY, lr=lr)))
+        for s, seed in enumerate([5, 6]):
+            _, metrics = train(jax.random.key(seed))
+            curve = np.asarray(metrics.episode_return)
+            np.testing.assert_allclose(lr_sweep.episode_return[p, s], curve, rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(lr_sweep.final_returns[p, s], outputs.final_returns(curve[None])[0],
+                                       rtol=1e-4)
+
+
+def test_summary_and_files(lr_sweep, tmp_path):
+    table = summary_table(lr_sweep)
+    assert [row["lr"] for row in table] == [1e-3, 3e-4]
+    for row, finals in zip(table, lr_sweep.final_returns):
+        assert row["mean"] == pytest.approx(finals.mean()) and row["std"] == pytest.approx(finals.std())
+        assert row["min"] == pytest.approx(finals.min()) and row["max"] == pytest.approx(finals.max())
+    write_sweep(lr_sweep, tmp_path / "out")
+    with open(tmp_path / "out" / "sweep.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["lr", "mean", "std", "min", "max", "returns"]
+    assert [float(r["lr"]) for r in rows] == [1e-3, 3e-4]
+    for row, finals in zip(rows, lr_sweep.final_returns):
+        np.testing.assert_allclose([float(v) for v in row["returns"].split(";")], finals)
+        assert float(row["mean"]) == pytest.approx(finals.mean())
+    png = (tmp_path / "out" / "sweep.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_random_settings_respect_ranges_and_log_scale():
+    settings = random_settings({"lr": (1e-5, 1e-1, "log"), "clip_eps": (0.1, 0.3, "linear")}, 400, seed=1)
+    assert len(settings) == 400
+    lrs = np.array([s["lr"] for s in settings])
+    clips = np.array([s["clip_eps"] for s in settings])
+    assert lrs.min() >= 1e-5 and lrs.max() <= 1e-1
+    assert clips.min() >= 0.1 and clips.max() <= 0.3
+    # Log scale: each decade gets about a quarter of the draws (a linear draw would put ~90% in the top one).
+    decades = np.histogram(np.log10(lrs), bins=[-5, -4, -3, -2, -1])[0] / len(lrs)
+    np.testing.assert_allclose(decades, 0.25, atol=0.08)
+    assert abs(np.mean(clips) - 0.2) < 0.02
+    # Reproducible from the seed, different for another seed.
+    assert random_settings({"lr": (1e-5, 1e-1, "log")}, 3, seed=1) == random_settings(
+        {"lr": (1e-5, 1e-1, "log")}, 3, seed=1)
+    assert random_settings({"lr": (1e-5, 1e-1, "log")}, 3, seed=2) != random_settings(
+        {"lr": (1e-5, 1e-1, "log")}, 3, seed=1)
+    with pytest.raises(ValueError, match="log scale"):
+        random_settings({"lr": (0.0, 1.0, "log")}, 1)
+    with pytest.raises(ValueError, match="scale"):
+        random_settings({"lr": (0.1, 1.0, "cubic")}, 1)
+
+
+@pytest.mark.parametrize("kwargs", [dict(grid={"learning_rate": [1e-3]}),
+                                    dict(random_samples=2, ranges={"num_envs": (1, 8, "linear")})])
+def test_unknown_hyperparameter_names_the_field(kwargs):
+    with pytest.raises(ValueError) as info:
+        run_sweep(TINY, **kwargs)
+    message = str(info.value)
+    name = next(iter(kwargs.get("grid") or kwargs["ranges"]))
+    assert repr(name) in message and "lr, clip_eps, vf_clip_eps, ent_coef" in message
+
+
+def test_out_of_range_value_names_the_field():
+    with pytest.raises(ValueError, match="gamma"):
+        run_sweep(TINY, grid={"gamma": [1.5]})
