@@ -24,7 +24,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 from jaxppo.agent import make_agent
 from jaxppo.collectives import DEVICE_AXIS
 from jaxppo.config import HParams, PPOConfig
-from jaxppo.train import Metrics, ProgressFn, TrainParts, TrainState, init_state, run_updates
+from jaxppo.train import Metrics, ProgressFn, TrainParts, TrainState, init_state, run_updates, train_from_parts
 
 __all__ = ["DEVICE_AXIS", "initialize", "make_distributed_parts", "make_distributed_train", "mesh_devices"]
 
@@ -93,14 +93,9 @@ def make_distributed_parts(config: PPOConfig, env: Any = None, env_params: Any =
 
 def make_distributed_train(config: PPOConfig, env: Any = None, env_params: Any = None,
                            progress_fn: ProgressFn | None = None) -> Callable[..., tuple[TrainState, Metrics]]:
-    """train(key, hparams=None) over several devices; `make_train` calls this when config.num_devices > 1."""
-    parts = make_distributed_parts(config, env, env_params, progress_fn)
-
-    def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
-        hp = HParams.from_config(config) if hparams is None else hparams
-        return parts.run(parts.init(key), hp, config.num_updates)
-
-    return train
+    """train(key, hparams=None) mapped over config.num_devices devices, even when that is 1 (make_train runs one
+    device unmapped); experiments/scaling.py uses it to measure the mapping's own overhead."""
+    return train_from_parts(config, make_distributed_parts(config, env, env_params, progress_fn))
 
 
 def _state_specs(state_shapes: TrainState) -> TrainState:

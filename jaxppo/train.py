@@ -207,7 +207,11 @@ def make_train(config: PPOConfig, env: Any = None, env_params: Any = None,
     (jaxppo.distributed). progress_fn, if given, receives {update, env_steps, episode_return, episode_length} from
     inside the compiled run (under vmap: once per seed; on several devices: once per device).
     """
-    parts = make_train_parts(config, env, env_params, progress_fn)
+    return train_from_parts(config, make_train_parts(config, env, env_params, progress_fn))
+
+
+def train_from_parts(config: PPOConfig, parts: TrainParts) -> Callable[..., tuple[TrainState, Metrics]]:
+    """train(key, hparams=None): init, then all config.num_updates updates in one call of parts.run."""
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
         hp = HParams.from_config(config) if hparams is None else hparams
