@@ -78,11 +78,15 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
 
 def train(
     config: tyro.conf.OmitArgPrefixes[_ConfigFlags],
+    preset: str | None = None,
     seed: int = 0,
     num_seeds: int = 1,
     out: Path = Path("runs/latest"),
     overwrite: bool = False,
     quiet: bool = False,
+    tensorboard: bool = False,
+    wandb_project: str | None = None,
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline",
     check_sync: bool = False,
     chunk_updates: int = 0,
     checkpoint_every: int = 0,
@@ -99,13 +103,18 @@ def train(
     """Train PPO and write config.json, metrics.csv, summary.json and final_params.msgpack to --out.
 
     Args:
+      preset: named per-environment settings (e.g. breakout-minatar; see jaxppo.presets); flags given next to it win.
       seed: seed of the first run; seed i of --num-seeds N uses seed + i (so each equals a single-seed run).
       num_seeds: seeds trained at once in one vmapped program.
       out: output folder (written by process 0 only).
       overwrite: replace outputs of an earlier run in --out.
       quiet: no progress lines.
+      tensorboard: also write TensorBoard event files to OUT/tb/seed_<seed> (after every chunk).
+      wandb_project: also log each seed as a Weights & Biases run in this project (needs the wandb extra).
+      wandb_mode: W&B mode; offline needs no network (upload later with `wandb sync OUT/wandb/...`).
       check_sync: fail (exit 1) unless parameters were identical on every device after every update.
-      chunk_updates: updates per compiled chunk (0: --checkpoint-every if set, else the whole run in one call).
+      chunk_updates: updates per compiled chunk (0: the smallest of --checkpoint-every and --eval-every, else the
+        whole run in one call); metrics.csv and the loggers are written after every chunk.
       checkpoint_every: save the full training state to OUT/checkpoints every N updates (0: never).
       keep_checkpoints: checkpoints kept (oldest removed first).
       resume: continue the run in this folder from its latest checkpoint (its config.json is used).
@@ -133,7 +142,7 @@ def train(
 
     from jaxppo import outputs
     from jaxppo.logging import ProgressPrinter
-    from jaxppo.runner import ChunkedRun, chunk_sizes, concat_metrics, find_nonfinite
+    from jaxppo.runner import ChunkedRun, concat_metrics
 
     cfg = _to_config(config)
     for name, value, low in (("--num-seeds", num_seeds, 1), ("--chunk-updates", chunk_updates, 0),
@@ -143,6 +152,8 @@ def train(
         if value < low:
             raise UsageError(f"{name} {value}: must be at least {low}")
     if resume is not None:
+        if preset is not None:
+            raise UsageError(f"--preset {preset} with --resume: the resumed run keeps its saved config; drop --preset")
         out, cfg, run = _resume_settings(resume, cfg)
         num_seeds, seed = run["num_seeds"], run["seed"]
         checkpoint_every = checkpoint_every or run.get("checkpoint_every", 0)
@@ -151,6 +162,8 @@ def train(
         raise UsageError("--stop-after-updates: needs --checkpoint-every N so the run can be resumed")
     if (checkpoint_every or resume is not None) and jax.process_count() > 1:
         raise UsageError("--checkpoint-every/--resume: checkpointing multi-host runs is not supported yet")
+    if wandb_project is not None:
+        _check_wandb_installed()
     _check_devices(cfg)
     lead = jax.process_index() == 0
     if lead and resume is None:
@@ -159,7 +172,8 @@ def train(
             print(f"note: {cfg.rounding_note}", flush=True)
         outputs.write_json(out / "config.json", outputs.config_to_dict(cfg))
         outputs.write_json(out / "run.json", {"seed": seed, "num_seeds": num_seeds, "checkpoint_every": checkpoint_every,
-                                              "chunk_updates": chunk_updates})
+                                              "chunk_updates": chunk_updates, "preset": preset})
+        (out / "metrics.csv").unlink(missing_ok=True)  # appended chunk by chunk from here on
 
     # Every process compiles the same program (callbacks included); only process 0's callback prints.
     printer = None if quiet else _silent if not lead else ProgressPrinter(
@@ -177,43 +191,99 @@ def train(
         state, done, history = _restore(store, state, out)
         print(f"resuming {out} after update {done}/{cfg.num_updates}", flush=True)
 
-    chunk = min(n for n in (chunk_updates, checkpoint_every, eval_every, cfg.num_updates) if n)
-    periodic_eval = _make_periodic_eval(cfg, num_seeds, eval_episodes) if eval_every else None
+    loggers = []
+    if lead and (tensorboard or wandb_project is not None):
+        from jaxppo.loggers import make_seed_loggers
+
+        loggers = make_seed_loggers(out, range(seed, seed + num_seeds), tensorboard, wandb_project, wandb_mode,
+                                    config=outputs.config_to_dict(cfg),
+                                    purge_step=done * cfg.batch_size * jax.process_count() + 1 if done else None)
+    schedule = _Schedule(
+        chunk=min(n for n in (chunk_updates, checkpoint_every, eval_every, cfg.num_updates) if n),
+        checkpoint_every=checkpoint_every, eval_every=eval_every, stop_after_updates=stop_after_updates)
+    host = _HostSide(out=out, lead=lead, store=store, loggers=loggers, check_sync=check_sync,
+                     run_settings={"seed": seed, "num_seeds": num_seeds},
+                     periodic_eval=_make_periodic_eval(cfg, num_seeds, eval_episodes) if eval_every else None)
+    try:
+        state, done, train_seconds = _run_chunks(runner, state, done, history, schedule, host)
+    finally:
+        for logger in loggers:
+            logger.close()
+        if store is not None:
+            store.close()
+    if done < cfg.num_updates:
+        print(f"stopped after update {done}/{cfg.num_updates}; continue with: jaxppo train --resume {out}",
+              flush=True)
+        return
+    if lead:
+        _write_final_outputs(out, cfg, seed, num_seeds, state, concat_metrics(history), runner.compile_seconds,
+                             train_seconds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Schedule:
+    """How a `jaxppo train` call is cut into chunks, and what happens at which update."""
+
+    chunk: int
+    checkpoint_every: int
+    eval_every: int
+    stop_after_updates: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class _HostSide:
+    """Where a run's between-chunk work goes: files (process 0 only), checkpoints, loggers, checks."""
+
+    out: Path
+    lead: bool
+    store: object | None
+    loggers: list
+    check_sync: bool
+    run_settings: dict
+    periodic_eval: object | None
+
+
+def _run_chunks(runner, state, done: int, history: list, schedule: _Schedule, host: _HostSide):
+    """The chunk loop: run, log (metrics.csv + loggers), guard, evaluate, checkpoint. Appends to history.
+
+    Returns (state, updates done, training seconds of this call). Raises UsageError (exit 1) on non-finite values
+    or replicas out of sync, after the offending chunk's metrics were logged and with earlier checkpoints kept.
+    """
+    import numpy as np
+
+    from jaxppo import outputs
+    from jaxppo.loggers import log_metrics_history
+    from jaxppo.runner import chunk_sizes, find_nonfinite
+
+    cfg, store = runner.config, host.store
     train_seconds = 0.0
-    for size in chunk_sizes(cfg.num_updates, chunk, done, stop_after_updates):
+    for size in chunk_sizes(cfg.num_updates, schedule.chunk, done, schedule.stop_after_updates):
         result = runner.run_chunk(state, size, done)
+        columns = outputs.metrics_to_columns(result.metrics)
+        if host.lead:
+            outputs.append_metrics_csv(host.out / "metrics.csv", columns, done)
+            for seed_index, logger in enumerate(host.loggers):
+                log_metrics_history(logger, columns, seed=seed_index)
         problem = find_nonfinite(result)
         if problem:
             last = store.latest_step() if store else None
             kept = f"last good checkpoint: update {last} in {store.directory}" if last else "no checkpoint was kept"
             raise UsageError(f"training stopped: {problem}; {kept}", exit_code=1)
-        state, done, train_seconds = result.state, done + size, train_seconds + result.seconds
-        history.append(outputs.metrics_to_columns(result.metrics))
-        if check_sync and not np.all(result.metrics.replicas_in_sync):
+        if host.check_sync and not np.all(result.metrics.replicas_in_sync):
             bad = np.argwhere(~np.asarray(result.metrics.replicas_in_sync))[0]
-            raise UsageError(f"parameters differ across devices after update {result.first_update + bad[-1] + 1} "
+            raise UsageError(f"parameters differ across devices after update {done + bad[-1] + 1} "
                              f"(seed index {bad[0]})", exit_code=1)
-        if periodic_eval is not None and lead and (done % eval_every == 0 or done == cfg.num_updates):
-            periodic_eval(state, done, out / "eval.csv")
-        due = checkpoint_every and (done % checkpoint_every == 0 or done == cfg.num_updates)
-        if lead and store is not None and due:
-            outputs.write_metrics_csv(out / "metrics.csv", concat_metrics(history))
-            store.save(done, state, {"seed": seed, "num_seeds": num_seeds})
-    if stop_after_updates is not None and done < cfg.num_updates:
-        if store is not None and store.latest_step() != done:
-            outputs.write_metrics_csv(out / "metrics.csv", concat_metrics(history))
-            store.save(done, state, {"seed": seed, "num_seeds": num_seeds})
-        if store is not None:
-            store.close()
-        print(f"stopped after update {done}/{cfg.num_updates}; continue with: jaxppo train --resume {out}",
-              flush=True)
-        return
-    if store is not None:
-        store.close()
-    if not lead:
-        return
-    _write_final_outputs(out, cfg, seed, num_seeds, state, concat_metrics(history), runner.compile_seconds,
-                         train_seconds)
+        state, done, train_seconds = result.state, done + size, train_seconds + result.seconds
+        history.append(columns)
+        finished = done == cfg.num_updates
+        if host.periodic_eval is not None and host.lead and (done % schedule.eval_every == 0 or finished):
+            host.periodic_eval(state, done, host.out / "eval.csv")
+        due = schedule.checkpoint_every and (done % schedule.checkpoint_every == 0 or finished)
+        if host.lead and store is not None and due:
+            store.save(done, state, host.run_settings)
+    if host.lead and store is not None and store.latest_step() != done:  # stopped between checkpoints
+        store.save(done, state, host.run_settings)
+    return state, done, train_seconds
 
 
 def _make_periodic_eval(cfg: PPOConfig, num_seeds: int, num_episodes: int):
@@ -291,6 +361,7 @@ def _restore(store, template_state, out: Path):
         typed = {name: values[:, :step].astype(np.int32 if name == "env_steps" else np.float32)
                  for name, values in columns.items()}
         history.append(typed)
+        outputs.write_metrics_csv(out / "metrics.csv", typed)  # drop rows logged after the checkpoint
     return state, step, history
 
 
@@ -335,6 +406,14 @@ def _write_final_outputs(out: Path, cfg: PPOConfig, seed: int, num_seeds: int, s
           f"{train_seconds:.1f}s) -> {out}", flush=True)
 
 
+def _check_wandb_installed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise UsageError("--wandb-project: the wandb package is not installed; pip install 'jaxppo[wandb]' or drop "
+                         "the flag (--tensorboard needs no extra)")
+
+
 def _silent(payload) -> None:
     """Progress sink of processes other than 0."""
 
@@ -342,12 +421,75 @@ def _silent(payload) -> None:
 COMMANDS = {"train": train}
 
 
+def _preset_in(argv: list[str]) -> str | None:
+    """The value of --preset in a command line (None without one); UsageError if it names no preset."""
+    from jaxppo.presets import preset_values
+
+    for index, arg in enumerate(argv):
+        if arg == "--preset" and index + 1 < len(argv):
+            name = argv[index + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+        else:
+            continue
+        try:
+            preset_values(name)
+        except ValueError as error:
+            raise UsageError(f"--preset {name}: {str(error).split(': ', 1)[1]}") from None
+        return name
+    return None
+
+
+def _drop_preset_flag_unless_taken(argv: list[str], commands: dict) -> list[str]:
+    """argv without --preset NAME when the chosen command has no `preset` parameter (its defaults carry it)."""
+    import inspect
+
+    command = commands.get(argv[0]) if argv else None
+    if command is None or "preset" in inspect.signature(command).parameters:
+        return argv
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--preset":
+            skip = True
+        elif not arg.startswith("--preset="):
+            kept.append(arg)
+    return kept
+
+
+def _with_preset_defaults(command, preset: str):
+    """`command` with its `config` flags defaulting to the preset's values (flags given explicitly still win)."""
+    import functools
+    import inspect
+
+    from jaxppo.presets import preset_values
+
+    signature = inspect.signature(command)
+    if "config" not in signature.parameters:
+        return command
+    defaults = _ConfigFlags(**preset_values(preset))
+
+    @functools.wraps(command)
+    def with_preset(*args, **kwargs):
+        return command(*args, **kwargs)
+
+    parameters = [p.replace(default=defaults) if name == "config" else p for name, p in signature.parameters.items()]
+    with_preset.__signature__ = signature.replace(parameters=parameters)
+    return with_preset
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jaxppo` console script; returns the exit code."""
     from jaxppo import tools_cli  # imports this module, so it is loaded here rather than at the top
 
     commands = {**COMMANDS, "sweep": tools_cli.sweep, "plot": tools_cli.plot, "eval": tools_cli.eval_run}
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        preset = _preset_in(argv)
+        if preset is not None:
+            commands = {name: _with_preset_defaults(command, preset) for name, command in commands.items()}
+            argv = _drop_preset_flag_unless_taken(argv, commands)
         tyro.extras.subcommand_cli_from_dict(commands, args=argv, prog="jaxppo")
     except UsageError as error:
         print(f"jaxppo: error: {error}", file=sys.stderr)

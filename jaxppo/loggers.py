@@ -97,14 +97,15 @@ def _csv_value(value: Scalar) -> str | int:
 class TensorBoardSink:
     """Scalars as TensorBoard event files under `log_dir` (tensorboardX: no TensorFlow). Tag = metric name.
 
-    Event files store scalars as float32.
+    Event files store scalars as float32. `purge_step` (a resumed run's first new step) tells TensorBoard to drop
+    events logged at that step or later by the interrupted run, so a resumed curve has no duplicated stretch.
     """
 
-    def __init__(self, log_dir: str | Path):
+    def __init__(self, log_dir: str | Path, purge_step: int | None = None):
         from tensorboardX import SummaryWriter
 
         self.log_dir = Path(log_dir)
-        self._writer = SummaryWriter(str(self.log_dir))
+        self._writer = SummaryWriter(str(self.log_dir), purge_step=purge_step)
 
     def log(self, step: int, metrics: Mapping[str, Scalar]) -> None:
         for name, value in metrics.items():
@@ -123,14 +124,14 @@ class WandbSink:
     """
 
     def __init__(self, project: str, run_name: str | None = None, config: dict[str, Any] | None = None,
-                 mode: str = "offline", dir: str | Path | None = None):
+                 mode: str = "offline", dir: str | Path | None = None, group: str | None = None):
         try:
             import wandb
         except ImportError as err:
             raise ImportError("WandbSink needs the optional dependency wandb: pip install jaxppo[wandb]") from err
         if dir is not None:
             Path(dir).mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(project=project, name=run_name, config=dict(config or {}), mode=mode,
+        self._run = wandb.init(project=project, name=run_name, config=dict(config or {}), mode=mode, group=group,
                                dir=None if dir is None else str(dir), reinit="create_new")
 
     def log(self, step: int, metrics: Mapping[str, Scalar]) -> None:
@@ -224,6 +225,43 @@ def make_logger(out_dir: Path, tensorboard: bool, wandb_project: str | None, wan
         _close_all(sinks)
         raise
     return MetricsLogger(sinks)
+
+
+def make_seed_loggers(out_dir: Path, seeds: Sequence[int], tensorboard: bool, wandb_project: str | None,
+                      wandb_mode: str = "offline", config: dict[str, Any] | None = None,
+                      purge_step: int | None = None) -> list[MetricsLogger]:
+    """One logger per seed of a `jaxppo train` run (no CSV sink: the run writes metrics.csv for all seeds itself).
+
+    Seed s logs TensorBoard events to `out_dir/tb/seed_<s>` (one TensorBoard run per seed, so their curves overlay)
+    and, with a W&B project, to its own W&B run named `<out_dir.name>-seed<s>` in the group `out_dir.name`.
+
+    Args:
+        out_dir: run output directory.
+        seeds: seed values, one logger each, in the order of the run's seed axis.
+        tensorboard: add TensorBoard sinks.
+        wandb_project: W&B project, or None.
+        wandb_mode: "offline" (default, no network), "online" or "disabled".
+        config: run config for W&B (the seed is added).
+        purge_step: first env step of a resumed run (TensorBoard drops the interrupted run's later events).
+    Returns:
+        A list of MetricsLogger, possibly with no sinks (then logging is a no-op); close each when done.
+    """
+    out_dir = Path(out_dir)
+    loggers: list[MetricsLogger] = []
+    sinks: list[Sink] = []
+    try:
+        for seed in seeds:
+            sinks = []
+            if tensorboard:
+                sinks.append(TensorBoardSink(out_dir / TENSORBOARD_DIR / f"seed_{seed}", purge_step=purge_step))
+            if wandb_project is not None:
+                sinks.append(WandbSink(wandb_project, f"{out_dir.name}-seed{seed}", {**(config or {}), "seed": seed},
+                                       mode=wandb_mode, dir=out_dir, group=out_dir.name))
+            loggers.append(MetricsLogger(sinks))
+    except BaseException:
+        _close_all(sinks + [s for logger in loggers for s in logger.sinks])
+        raise
+    return loggers
 
 
 def log_metrics_history(logger: MetricsLogger, metrics_columns: Mapping[str, np.ndarray], seed: int = 0) -> None:

@@ -72,10 +72,30 @@ def write_metrics_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
     os.replace(tmp, path)
 
 
+def append_metrics_csv(path: Path, columns: dict[str, np.ndarray], first_update: int) -> None:
+    """Append the rows of one chunk (updates first_update + 1 ...), header first if the file is new; flushed.
+
+    Rows are seed-major within the chunk; read_metrics_csv does not depend on row order.
+    """
+    names = list(columns)
+    num_seeds, num_updates = next(iter(columns.values())).shape
+    new_file = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new_file:
+            writer.writerow(["seed", "update"] + names)
+        for seed in range(num_seeds):
+            for update in range(num_updates):
+                writer.writerow([seed, first_update + update + 1] + [_csv_value(columns[n][seed, update])
+                                                                     for n in names])
+
+
 def read_metrics_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """metrics.csv -> {column: array [S, U]}."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    """metrics.csv -> {column: array [S, U]} (rows in any order; an unterminated last row is ignored)."""
+    text = Path(path).read_text()
+    if not text.endswith("\n"):  # a run killed while appending leaves an unterminated last row: ignore it
+        text = text[: text.rfind("\n") + 1]
+    rows = list(csv.DictReader(text.splitlines()))
     if not rows:
         raise ValueError(f"{path}: no rows")
     seeds = sorted({int(r["seed"]) for r in rows})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,114 @@ def test_periodic_evaluation_writes_eval_csv(tmp_path, capsys):
         _, _, _, mean_return, _, mean_length = row.split(",")
         assert abs(float(mean_return) - float(mean_length)) < 1e-3 and float(mean_length) >= 8
     assert "eval after update 4" in capsys.readouterr().out
+
+
+EIGHT_UPDATES = ["--num-envs", "4", "--num-steps", "8", "--total-timesteps", str(4 * 8 * 8), "--num-minibatches",
+                 "2", "--quiet"]
+
+
+def _scalar_series(log_dir: Path, tag: str):
+    from tests.test_loggers import read_tensorboard
+
+    series = read_tensorboard(log_dir)[tag]
+    return [step for step, _ in series], np.array([value for _, value in series], np.float32)
+
+
+def test_tensorboard_events_per_seed_equal_metrics_csv(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", *EIGHT_UPDATES, "--seed", "5", "--num-seeds", "2", "--chunk-updates", "3",
+                     "--tensorboard", "--out", str(out)]) == 0
+    columns = outputs.read_metrics_csv(out / "metrics.csv")
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["seed_5", "seed_6"]
+    for index, seed in enumerate((5, 6)):
+        for tag in ("episode_return", "value_loss", "approx_kl"):
+            steps, values = _scalar_series(out / "tb" / f"seed_{seed}", tag)
+            assert steps == [int(s) for s in columns["env_steps"][index]] == [32 * u for u in range(1, 9)]
+            np.testing.assert_array_equal(values, columns[tag][index].astype(np.float32))
+
+
+def test_resume_drops_rows_and_events_logged_after_the_checkpoint(tmp_path):
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    assert cli.main(["train", *EIGHT_UPDATES, "--out", str(whole)]) == 0
+    assert cli.main(["train", *EIGHT_UPDATES, "--checkpoint-every", "2", "--chunk-updates", "1",
+                     "--keep-checkpoints", "10", "--tensorboard", "--out", str(run)]) == 0
+    # Make it look killed right after update 8 was logged while the newest complete checkpoint is update 4,
+    # with half a row of a later append at the end of metrics.csv.
+    for name in ("6", "8"):
+        shutil.rmtree(run / "checkpoints" / name)
+    for name in ("summary.json", "final_params.msgpack"):
+        (run / name).unlink()
+    with open(run / "metrics.csv", "a") as handle:
+        handle.write("0,3,12.5")
+    assert cli.main(["train", "--resume", str(run), "--quiet"]) == 0
+
+    expected = outputs.read_metrics_csv(whole / "metrics.csv")
+    resumed = outputs.read_metrics_csv(run / "metrics.csv")
+    assert resumed.keys() == expected.keys()
+    for name in expected:
+        np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 8  # header + one row per update, no repeats
+    steps, values = _scalar_series(run / "tb" / "seed_0", "episode_return")
+    assert steps == [32 * u for u in range(1, 9)]  # events of the interrupted updates 5..8 were purged
+    np.testing.assert_array_equal(values, expected["episode_return"][0].astype(np.float32))
+
+
+def test_preset_gives_defaults_and_explicit_flags_win(tmp_path):
+    from jaxppo.presets import preset_values
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "--preset", "acrobot-v1", "--num-envs", "2", "--num-steps", "8", "--num-minibatches",
+                     "1", "--total-timesteps", "32", "--quiet", "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    preset = preset_values("acrobot-v1")
+    assert saved["env"] == "Acrobot-v1"
+    assert (saved["num_envs"], saved["num_steps"], saved["num_minibatches"], saved["total_timesteps"]) == (2, 8, 1, 32)
+    for name in set(preset) - {"num_envs", "num_steps", "num_minibatches", "total_timesteps"}:
+        value = preset[name]
+        assert saved[name] == (list(value) if isinstance(value, tuple) else value), name
+    assert json.loads((out / "run.json").read_text())["preset"] == "acrobot-v1"
+
+
+def test_unknown_preset_and_preset_with_resume_are_usage_errors(tmp_path, capsys):
+    assert cli.main(["train", "--preset", "breakout", "--out", str(tmp_path / "a")]) == 2
+    assert "--preset breakout: no such preset; did you mean breakout-minatar" in capsys.readouterr().err
+    assert cli.main(["train", "--preset", "cartpole-v1", "--resume", str(tmp_path / "a")]) == 2
+    assert "drop --preset" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+
+
+def test_wandb_without_the_extra_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else
+                        real_find_spec(name, *a))
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--wandb-project", "demo", "--out", str(out)]) == 2
+    assert "pip install 'jaxppo[wandb]'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_wandb_offline_logs_one_run_per_seed(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from tests.wandb_records import read_run
+
+    for name, value in (("WANDB_SILENT", "true"), ("WANDB_CONFIG_DIR", tmp_path / "config"),
+                        ("WANDB_CACHE_DIR", tmp_path / "cache"), ("WANDB_DATA_DIR", tmp_path / "data")):
+        monkeypatch.setenv(name, str(value))
+    out = tmp_path / "demo-run"
+    assert cli.main(["train", *EIGHT_UPDATES, "--seed", "7", "--num-seeds", "2", "--chunk-updates", "4",
+                     "--wandb-project", "jaxppo-test", "--out", str(out)]) == 0
+    columns = outputs.read_metrics_csv(out / "metrics.csv")
+    runs = {}
+    for path in (out / "wandb").glob("offline-run-*/run-*.wandb"):
+        meta, history = read_run(path)
+        runs[meta["name"]] = (meta, history)
+    assert sorted(runs) == ["demo-run-seed7", "demo-run-seed8"]
+    for index, seed in enumerate((7, 8)):
+        meta, history = runs[f"demo-run-seed{seed}"]
+        assert meta["group"] == "demo-run" and meta["project"] == "jaxppo-test"
+        assert meta["config"]["seed"] == seed and meta["config"]["num_steps"] == 8
+        assert [row["_step"] for row in history] == [32 * u for u in range(1, 9)]
+        np.testing.assert_array_equal(np.array([row["episode_return"] for row in history], np.float32),
+                                      columns["episode_return"][index].astype(np.float32))

@@ -116,7 +116,15 @@ def test_wandb_offline_writes_a_run_directory(tmp_path, monkeypatch):
 
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
-    assert len(list(runs[0].glob("run-*.wandb"))) == 1  # the run's record file, for `wandb sync`
+    records = list(runs[0].glob("run-*.wandb"))
+    assert len(records) == 1  # the run's record file, for `wandb sync`
+    from tests.wandb_records import read_run
+
+    meta, history = read_run(records[0])
+    assert meta["project"] == "jaxppo-test"
+    assert (meta["config"]["env"], meta["config"]["lr"]) == ("CartPole-v1", 2.5e-4)
+    assert [(row["_step"], row["episode_return"]) for row in history] == [(128, 1.0), (256, 2.0)]
+    assert math.isnan(history[0]["value_loss"]) and history[1]["value_loss"] == 0.5
     assert len(read_csv(tmp_path / "run" / "metrics_log.csv")) == 3
 
 
