@@ -29,29 +29,25 @@ Run from the repository root:
     .venv/bin/python experiments/benchmark.py --settings cartpole-4x128 breakout-128x128 --out /tmp/b.csv
 
 --total-timesteps is the env-step budget of one CartPole row, summed over its seeds (the 32-seed row splits it
-between seeds); the Breakout row runs a quarter of it (its CNN is slow on a CPU). Runs are rounded down to whole
+between seeds); the MinAtar rows run a quarter of it (their CNN is slow on a CPU). Runs are rounded down to whole
 updates (at least one per seed); the env_steps column gives the steps actually run.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import os
-import platform
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import NamedTuple
 
+import common
 import jax
 import jax.numpy as jnp
-from jax import lax
 
-from jaxppo.agent import make_agent
-from jaxppo.config import HParams, PPOConfig
-from jaxppo.rollout import rollout
-from jaxppo.train import init_state, local_env_ids, make_train
+from jaxppo.config import PPOConfig
+from jaxppo.train import make_train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +67,11 @@ class Setting:
 SETTINGS = (
     Setting("cartpole-4x128", "CartPole-v1", num_envs=4, num_steps=128),
     Setting("cartpole-2048x16", "CartPole-v1", num_envs=2048, num_steps=16, num_minibatches=32),
+    Setting("acrobot-16x128", "Acrobot-v1", num_envs=16, num_steps=128),
+    Setting("pendulum-16x128", "Pendulum-v1", num_envs=16, num_steps=128, num_minibatches=32, num_epochs=10),
     Setting("breakout-128x128", "Breakout-MinAtar", num_envs=128, num_steps=128, num_minibatches=8,
+            budget_fraction=0.25),
+    Setting("spaceinvaders-128x128", "SpaceInvaders-MinAtar", num_envs=128, num_steps=128, num_minibatches=8,
             budget_fraction=0.25),
     Setting("cartpole-32seeds", "CartPole-v1", num_envs=4, num_steps=128, seeds=32),
 )
@@ -115,71 +115,22 @@ def build_config(setting: Setting, total_timesteps: int) -> PPOConfig:
                      total_timesteps=max(per_seed, batch_size))
 
 
-def make_rollout_only(config: PPOConfig) -> Callable[[jax.Array], jax.Array]:
-    """run(key) -> float32 [num_updates]: config.num_updates rollouts with the initial parameters, no learning.
-
-    Each rollout is reduced to a checksum of its values, log-probabilities and episode returns, so that XLA keeps
-    the critic and the sampling (as training needs them) but need not store the trajectories.
-    """
-    agent = make_agent(config)
-    gamma = HParams.from_config(config).gamma
-    env_ids = local_env_ids(config, None)
-
-    def run(key: jax.Array) -> jax.Array:
-        state = init_state(agent, key)
-
-        def body(loop, _):
-            env_carry, loop_key = loop
-            loop_key, rollout_key = jax.random.split(loop_key)
-            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids,
-                                             state.obs_moments, state.reward_moments, gamma)
-            checksum = jnp.sum(traj.value) + jnp.sum(traj.log_prob) + tally.return_sum
-            return (env_carry, loop_key), checksum
-
-        _, checksums = lax.scan(body, (state.env, state.key), None, length=config.num_updates)
-        return checksums
-
-    return run
-
-
-class Compiled(NamedTuple):
-    """A compiled program, its arguments and its compile time."""
-
-    run: Callable[..., Any]
-    args: tuple
-    compile_s: float
-
-
-def compile_timed(fn: Callable[..., Any], *args: Any) -> Compiled:
-    """jax.jit(fn).lower(*args).compile(), timed."""
-    start = time.perf_counter()
-    run = jax.jit(fn).lower(*args).compile()
-    return Compiled(run, args, time.perf_counter() - start)
-
-
-def time_compiled(compiled: Compiled) -> float:
-    """Seconds of one run of a compiled program, until its outputs are ready."""
-    start = time.perf_counter()
-    jax.block_until_ready(compiled.run(*compiled.args))
-    return time.perf_counter() - start
-
-
 def measure_setting(setting: Setting, total_timesteps: int, repeats: int, seed: int = 0) -> Row:
     """Compile training and the rollout limit of one setting, then time them alternately; best of `repeats`."""
     config = build_config(setting, total_timesteps)
-    train, rollout_only = make_train(config), make_rollout_only(config)
+    train, rollout_only = make_train(config), common.make_rollout_limit(config)
     if setting.seeds == 1:
         keys = jax.random.key(seed)
     else:
         keys = jax.vmap(jax.random.key)(jnp.arange(seed, seed + setting.seeds))
         train, rollout_only = jax.vmap(train), jax.vmap(rollout_only)
 
-    compiled_train = compile_timed(train, keys)
-    compiled_rollout = compile_timed(rollout_only, keys)
+    compiled_train = common.compile_timed(train, keys)
+    compiled_rollout = common.compile_timed(rollout_only, keys)
     train_s, rollout_s = float("inf"), float("inf")
     for _ in range(repeats):
-        train_s = min(train_s, time_compiled(compiled_train))
-        rollout_s = min(rollout_s, time_compiled(compiled_rollout))
+        train_s = min(train_s, common.time_compiled(compiled_train)[0])
+        rollout_s = min(rollout_s, common.time_compiled(compiled_rollout)[0])
 
     env_steps = config.num_env_steps * setting.seeds
     train_rate, rollout_rate = env_steps / train_s, env_steps / rollout_s
@@ -188,46 +139,31 @@ def measure_setting(setting: Setting, total_timesteps: int, repeats: int, seed: 
                train_steps_per_s=train_rate, rollout_steps_per_s=rollout_rate, ratio=train_rate / rollout_rate)
 
 
-def machine_header() -> str:
-    """One line: jax version, backend and device kind, and the host (platform, CPU count)."""
-    device = jax.devices()[0]
-    try:
-        usable_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        usable_cpus = os.cpu_count()
-    return (f"jax {jax.__version__}, backend {jax.default_backend()}, device {device.device_kind} "
-            f"x{jax.device_count()} | {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs "
-            f"({usable_cpus} usable), Python {platform.python_version()} | "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+def plot(path: Path, rows: list[Row], title: str) -> None:
+    """Bars of training and rollout-limit steps/s per setting (log scale), labelled with the ratio."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-CELL_FORMATS = {"compile_s": "{:.1f}", "ratio": "{:.3f}"}  # other numbers: integers with thousands separators
-
-
-def format_cell(field: str, value: Any) -> str:
-    """One table cell: text as is, numbers by CELL_FORMATS."""
-    if isinstance(value, str):
-        return value
-    return CELL_FORMATS.get(field, "{:,.0f}").format(value)
-
-
-def print_table(rows: list[Row]) -> None:
-    """The rows as an aligned text table (text left-aligned, numbers right-aligned)."""
-    cells = [list(Row._fields)] + [[format_cell(field, value) for field, value in zip(Row._fields, row)]
-                                   for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(Row._fields))]
-    numeric = [not isinstance(value, str) for value in rows[0]] if rows else [False] * len(widths)
-    for line in cells:
-        print("  ".join(cell.rjust(w) if num else cell.ljust(w) for cell, w, num in zip(line, widths, numeric)))
-
-
-def write_csv(path: Path, rows: list[Row]) -> None:
-    """The rows as CSV with a header line (full precision); creates the parent folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(Row._fields)
-        writer.writerows(rows)
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(rows)), 4.2))
+    positions = range(len(rows))
+    axis.bar([x - 0.2 for x in positions], [r.rollout_steps_per_s for r in rows], 0.4, label="pure rollout limit",
+             color="tab:gray")
+    axis.bar([x + 0.2 for x in positions], [r.train_steps_per_s for r in rows], 0.4, label="training",
+             color="tab:blue")
+    for x, row in zip(positions, rows):
+        axis.annotate(f"{row.ratio:.2f}", (x + 0.2, row.train_steps_per_s), textcoords="offset points", xytext=(0, 3),
+                      ha="center", fontsize=8)
+    axis.set_xticks(list(positions), [r.setting for r in rows], rotation=25, ha="right", fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("env steps / s (labels: training / rollout ratio)")
+    axis.legend(fontsize=8)
+    axis.grid(True, axis="y", which="both", alpha=0.3)
+    axis.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -236,7 +172,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("experiments/results/benchmark.csv"),
                         help="CSV output path (its folder is created)")
     parser.add_argument("--total-timesteps", type=int, default=200_000,
-                        help="env steps of one CartPole row, over all its seeds; the Breakout row runs a quarter "
+                        help="env steps of one CartPole row, over all its seeds; the MinAtar rows run a quarter "
                              "(default %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per program; the best counts (default %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS_BY_NAME), default=list(SETTINGS_BY_NAME),
@@ -254,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     """Measure the chosen settings, print the table and write the CSV."""
     args = parse_args(argv)
     avoid_cpu_scheduler_hang()
-    print(machine_header())
+    print("\n".join(common.machine_lines()))
     if f"{CPU_SCHEDULER_FLAG}=false" not in os.environ["XLA_FLAGS"] and any(
             SETTINGS_BY_NAME[name].seeds > 1 for name in args.settings):
         print(f"warning: XLA_FLAGS leaves {CPU_SCHEDULER_FLAG} on; the vmapped-seeds setting may hang on a CPU")
@@ -266,9 +202,11 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(measure_setting(SETTINGS_BY_NAME[name], args.total_timesteps, args.repeats, args.seed))
         print(f"measured {name} in {time.perf_counter() - start:.0f}s", flush=True)
     print()
-    print_table(rows)
-    write_csv(args.out, rows)
-    print(f"\nwrote {args.out}")
+    print(common.markdown_table(rows))
+    common.write_csv(args.out, rows)
+    plot(args.out.with_suffix(".png"), rows, f"training vs pure rollout, {jax.default_backend()}, "
+         f"{os.cpu_count()} CPUs")
+    print(f"\nwrote {args.out} and {args.out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

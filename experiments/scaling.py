@@ -42,14 +42,12 @@ a shared machine; the header prints the load average at the start.
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 FAKE_DEVICE_FLAG = "--xla_force_host_platform_device_count"
 DEFAULT_ENVS = (4, 16, 64, 256, 1024, 4096)
@@ -112,15 +110,12 @@ if __name__ == "__main__":
     # Before jax is imported; parsing here also answers --help and flag errors without starting jax.
     request_fake_cpu_devices(parse_args().fake_cpu_devices)
 
+import common  # noqa: E402
 import jax  # noqa: E402  (after XLA_FLAGS)
-import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
 
-from jaxppo.agent import make_agent  # noqa: E402
-from jaxppo.config import PARALLEL_MODES, HParams, PPOConfig  # noqa: E402
+from jaxppo.config import PARALLEL_MODES, PPOConfig  # noqa: E402
 from jaxppo.distributed import make_distributed_train  # noqa: E402
-from jaxppo.rollout import rollout  # noqa: E402
-from jaxppo.train import init_state, local_env_ids, make_train  # noqa: E402
+from jaxppo.train import make_train  # noqa: E402
 
 ENV_ID = "CartPole-v1"
 NUM_STEPS = 32
@@ -176,59 +171,14 @@ def make_config(num_envs: int, num_updates: int, num_devices: int = 1, parallel:
                      total_timesteps=num_updates * num_envs * NUM_STEPS, num_devices=num_devices, parallel=parallel)
 
 
-def make_rollout_limit(config: PPOConfig) -> Callable[[jax.Array], Any]:
-    """run(key) -> (final EnvCarry, float32 [num_updates]): the rollouts of a training run, without the learning.
-
-    config.num_updates rollouts of config.num_steps steps, with the initial parameters and normaliser statistics.
-    Each rollout is reduced to the sum of its values and log-probabilities: training needs both, so XLA must
-    compute them here too, but need not keep the [T, B] trajectory.
-    """
-    agent = make_agent(config)
-    gamma = HParams.from_config(config).gamma
-    env_ids = local_env_ids(config, None)
-
-    def run(key: jax.Array) -> Any:
-        state = init_state(agent, key)
-
-        def one_rollout(env_carry, rollout_key):
-            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids,
-                                             state.obs_moments, state.reward_moments, gamma)
-            return env_carry, jnp.sum(traj.value) + jnp.sum(traj.log_prob) + tally.return_sum
-
-        return lax.scan(one_rollout, state.env, jax.random.split(state.key, config.num_updates))
-
-    return run
-
-
-class Compiled(NamedTuple):
-    """A compiled program and its compile time."""
-
-    run: Callable[[jax.Array], Any]
-    compile_s: float
-
-
-def compile_timed(fn: Callable[[jax.Array], Any], key: jax.Array) -> Compiled:
-    """jax.jit(fn).lower(key).compile(), timed."""
-    start = time.perf_counter()
-    run = jax.jit(fn).lower(key).compile()
-    return Compiled(run, time.perf_counter() - start)
-
-
-def time_compiled(compiled: Compiled, key: jax.Array) -> tuple[float, Any]:
-    """(seconds, outputs) of one run of a compiled program, until its outputs are ready."""
-    start = time.perf_counter()
-    outputs = jax.block_until_ready(compiled.run(key))
-    return time.perf_counter() - start, outputs
-
-
 # --------------------------------------------------------------------------------------------------- measuring
 def measure_env_point(num_envs: int, budget_scale: float, key: jax.Array) -> EnvRow:
     """Compile training and its rollout limit on one device, then time one run of each (training first)."""
     config = make_config(num_envs, updates_for(num_envs * NUM_STEPS, budget_scale))
-    train = compile_timed(make_train(config), key)
-    rollout_limit = compile_timed(make_rollout_limit(config), key)
-    train_s, _ = time_compiled(train, key)
-    rollout_s, _ = time_compiled(rollout_limit, key)
+    train = common.compile_timed(make_train(config), key)
+    rollout_limit = common.compile_timed(common.make_rollout_limit(config), key)
+    train_s, _ = common.time_compiled(train)
+    rollout_s, _ = common.time_compiled(rollout_limit)
     steps = config.num_env_steps
     return EnvRow(num_envs=num_envs, num_steps=NUM_STEPS, num_updates=config.num_updates, env_steps=steps,
                   compile_s=train.compile_s, train_s=train_s, train_steps_per_s=steps / train_s, rollout_s=rollout_s,
@@ -247,8 +197,8 @@ def measure_device_point(scaling: str, parallel: str, num_devices: int, num_envs
         train = make_train(config)
     else:
         train = make_distributed_train(config)  # also for one device, unlike make_train
-    compiled = compile_timed(train, key)
-    run_s, (_, metrics) = time_compiled(compiled, key)
+    compiled = common.compile_timed(train, key)
+    run_s, (_, metrics) = common.time_compiled(compiled)
     steps_per_s = config.num_env_steps / run_s
     per_device = steps_per_s / num_devices
     return DeviceRow(scaling=scaling, parallel=parallel, num_devices=num_devices, num_envs=num_envs,
@@ -294,52 +244,6 @@ def check_device_counts(devices: Sequence[int]) -> None:
 
 
 # ------------------------------------------------------------------------------------------------------ output
-def machine_header() -> list[str]:
-    """Lines describing the host and the jax backend."""
-    device = jax.devices()[0]
-    try:
-        usable_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        usable_cpus = os.cpu_count()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    return [
-        f"host: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs ({usable_cpus} usable), "
-        f"load average {load}, Python {platform.python_version()}",
-        f"jax {jax.__version__}: backend {jax.default_backend()}, device kind {device.device_kind!r}, "
-        f"{jax.local_device_count()} local device(s), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
-    ]
-
-
-def format_cell(value: Any) -> str:
-    if isinstance(value, bool) or isinstance(value, str):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
-
-
-def print_table(rows: Sequence[NamedTuple]) -> None:
-    """The rows as a markdown table (numbers right-aligned)."""
-    fields = type(rows[0])._fields
-    cells = [list(fields)] + [[format_cell(v) for v in row] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(fields))]
-    numeric = [not isinstance(v, (str, bool)) for v in rows[0]]
-    for n, line in enumerate(cells):
-        print("| " + " | ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(line, widths, numeric)) + " |")
-        if n == 0:
-            print("|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                                 for w, num in zip(widths, numeric)) + "|")
-
-
-def write_csv(path: Path, rows: Sequence[NamedTuple]) -> None:
-    """The rows as CSV with a header line (full precision); creates the parent folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(type(rows[0])._fields)
-        writer.writerows(rows)
-
-
 def plot(path: Path, env_rows: Sequence[EnvRow], device_rows: Sequence[DeviceRow], title: str) -> None:
     """Two panels: steps/s against num_envs (log-log), and efficiency against devices; a skipped part says so."""
     try:
@@ -398,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     args = parse_args(argv)
     key = jax.random.key(0)
-    header = machine_header()
+    header = common.machine_lines()
     print("\n".join(header))
     fake_cpu = jax.default_backend() == "cpu" and jax.local_device_count() > 1
     if fake_cpu and not args.skip_devices:
@@ -425,17 +329,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     if env_rows:
         print(f"\n## Env scaling: {ENV_ID}, one device, num_steps={NUM_STEPS}, num_minibatches={NUM_MINIBATCHES}; "
               "ratio = training / rollout limit\n")
-        print_table(env_rows)
+        print(common.markdown_table(env_rows))
         written.append(args.out_dir / "scaling_envs.csv")
-        write_csv(written[-1], env_rows)
+        common.write_csv(written[-1], env_rows)
     if device_rows:
         kind = "fake CPU devices, shared cores" if fake_cpu else f"{jax.devices()[0].device_kind} devices"
         print(f"\n## Device scaling ({kind}): strong = {STRONG_NUM_ENVS} envs in all, weak = "
               f"{WEAK_ENVS_PER_DEVICE} envs per device; efficiency = (steps/s / D) / steps/s of 1-device "
               "make_train ('single')\n")
-        print_table(device_rows)
+        print(common.markdown_table(device_rows))
         written.append(args.out_dir / "scaling_devices.csv")
-        write_csv(written[-1], device_rows)
+        common.write_csv(written[-1], device_rows)
     title = header[1].split(", XLA_FLAGS")[0] + (" (fake CPU devices: no real speed-up possible)" if fake_cpu else "")
     written.append(args.out_dir / "scaling.png")
     plot(written[-1], env_rows, device_rows, title)

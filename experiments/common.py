@@ -1,0 +1,210 @@
+"""Shared pieces of the experiment scripts: machine description, tables, CSV, targets and seed statistics.
+
+Scripts in experiments/ are run from the repository root (`python experiments/<name>.py`), so this module is
+importable as `common` from them. No library logic lives here; training goes through the public jaxppo API.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+
+TARGETS: dict[str, float] = {
+    "CartPole-v1": 475.0,
+    "Acrobot-v1": -100.0,
+    "Pendulum-v1": -250.0,
+    "Breakout-MinAtar": 20.0,
+    "SpaceInvaders-MinAtar": 100.0,
+}
+"""Return at which a run counts as converged ("solved"-style thresholds; Breakout-MinAtar 20 as in the issue)."""
+
+SMALL_BUDGET: dict[str, int] = {
+    "CartPole-v1": 300_000,
+    "Acrobot-v1": 300_000,
+    "Pendulum-v1": 600_000,
+    "Breakout-MinAtar": 1_000_000,
+    "SpaceInvaders-MinAtar": 1_000_000,
+}
+"""CPU-sized env-step budgets per seed for --budget small (--budget full uses each preset's total_timesteps)."""
+
+TARGET_WINDOW = 10
+"""A run reaches its target at the first update where the mean episode return over the last TARGET_WINDOW updates
+(the same window as the final return) is at or above the target."""
+
+
+def config_for(env_id: str, budget: str, total_timesteps: int | None = None):
+    """The env's preset config at --budget small (SMALL_BUDGET) or full (the preset's own total_timesteps).
+
+    total_timesteps, when given, replaces either budget (quick checks and tests).
+    """
+    from jaxppo.presets import preset_config
+
+    steps = total_timesteps or (SMALL_BUDGET[env_id] if budget == "small" else None)
+    return preset_config(env_id.lower(), **({"total_timesteps": steps} if steps else {}))
+
+
+def machine_lines() -> list[str]:
+    """Lines describing the host and the jax backend (for the top of every results file)."""
+    import jax
+
+    device = jax.devices()[0]
+    try:
+        usable_cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on every platform
+        usable_cpus = os.cpu_count()
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    return [
+        f"host: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs ({usable_cpus} usable), "
+        f"load average {load}, Python {platform.python_version()}",
+        f"jax {jax.__version__}: backend {jax.default_backend()}, device kind {device.device_kind!r}, "
+        f"{jax.local_device_count()} local device(s), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
+    ]
+
+
+def format_cell(value: Any) -> str:
+    """Text as is; ints with separators; floats to 3 significant digits (or whole numbers from 1000 up)."""
+    if isinstance(value, (bool, str)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
+        return f"{value:,}"
+    if value is None or not np.isfinite(value):
+        return "-" if value is None or np.isnan(value) else str(value)
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+
+
+def markdown_table(rows: Sequence[NamedTuple]) -> str:
+    """The rows as a markdown table (numbers right-aligned)."""
+    fields = type(rows[0])._fields
+    cells = [list(fields)] + [[format_cell(v) for v in row] for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(fields))]
+    numeric = [not isinstance(v, (str, bool)) for v in rows[0]]
+    lines = []
+    for n, line in enumerate(cells):
+        lines.append("| " + " | ".join(c.rjust(w) if num else c.ljust(w)
+                                       for c, w, num in zip(line, widths, numeric)) + " |")
+        if n == 0:
+            lines.append("|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
+                                        for w, num in zip(widths, numeric)) + "|")
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, rows: Sequence[NamedTuple]) -> None:
+    """The rows as CSV with a header line (full precision); creates the parent folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(type(rows[0])._fields)
+        writer.writerows(rows)
+
+
+def trailing_mean(values: np.ndarray, window: int = TARGET_WINDOW) -> np.ndarray:
+    """Mean over the last `window` entries up to each position, NaN entries left out (NaN if all are).
+
+    values: [..., U] -> [..., U].
+    """
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+
+    def window_sums(x: np.ndarray) -> np.ndarray:
+        cumulative = np.cumsum(x, axis=-1)
+        shifted = np.zeros_like(cumulative)
+        shifted[..., window:] = cumulative[..., :-window]
+        return cumulative - shifted
+
+    counts = window_sums(finite.astype(np.float64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, window_sums(np.where(finite, values, 0.0)) / counts, np.nan)
+
+
+def returns_after_first_episode(episode_return: np.ndarray, episodes_completed: np.ndarray) -> np.ndarray:
+    """episode_return with NaN before the first completed episode (the metric holds a placeholder there). [S, U]."""
+    seen = np.cumsum(np.asarray(episodes_completed), axis=-1) > 0
+    return np.where(seen, np.asarray(episode_return, np.float64), np.nan)
+
+
+def first_reaching(episode_return: np.ndarray, episodes_completed: np.ndarray, target: float,
+                   window: int = TARGET_WINDOW) -> np.ndarray:
+    """Per seed, the 1-based update at which the trailing-mean return first reaches `target`; 0 if never.
+
+    Only windows made entirely of updates at or after the first completed episode count (before it the
+    episode_return metric holds a placeholder, not a return). episode_return, episodes_completed: [S, U] -> int [S].
+    """
+    seen = np.cumsum(np.asarray(episodes_completed), axis=-1) > 0
+    window = min(window, seen.shape[-1])  # runs shorter than the window use all their updates
+    window_seen = np.zeros_like(seen)
+    window_seen[..., window - 1:] = seen[..., : seen.shape[-1] - window + 1]
+    reached = (trailing_mean(episode_return, window) >= target) & window_seen
+    return np.where(reached.any(axis=-1), reached.argmax(axis=-1) + 1, 0)
+
+
+def iqm(values: np.ndarray) -> float:
+    """Interquartile mean: the mean of the middle half after sorting (floor(n/4) dropped at each end)."""
+    ordered = np.sort(np.asarray(values, np.float64))
+    cut = len(ordered) // 4
+    return float(ordered[cut: len(ordered) - cut].mean())
+
+
+def make_rollout_limit(config) -> Callable[[Any], Any]:
+    """run(key) -> (final EnvCarry, float32 [num_updates]): the rollouts of a training run, without the learning.
+
+    The *pure rollout limit* of a config: config.num_updates rollouts of config.num_steps steps by the same policy
+    network with its initial parameters and normaliser statistics, built from the library's own pieces. Each rollout
+    is reduced to the sum of its values, log-probabilities and episode returns: training needs them, so XLA must
+    compute them here too, but need not keep the [T, B] trajectory.
+    """
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from jaxppo.agent import make_agent
+    from jaxppo.config import HParams
+    from jaxppo.rollout import rollout
+    from jaxppo.train import init_state, local_env_ids
+
+    agent = make_agent(config)
+    gamma = HParams.from_config(config).gamma
+    env_ids = local_env_ids(config, None)
+
+    def run(key):
+        state = init_state(agent, key)
+
+        def one_rollout(env_carry, rollout_key):
+            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids,
+                                             state.obs_moments, state.reward_moments, gamma)
+            return env_carry, jnp.sum(traj.value) + jnp.sum(traj.log_prob) + tally.return_sum
+
+        return lax.scan(one_rollout, state.env, jax.random.split(state.key, config.num_updates))
+
+    return run
+
+
+class Compiled(NamedTuple):
+    """A compiled program, the arguments it is timed with, and its compile time."""
+
+    run: Callable[..., Any]
+    args: tuple
+    compile_s: float
+
+
+def compile_timed(fn: Callable[..., Any], *args: Any) -> Compiled:
+    """jax.jit(fn).lower(*args).compile(), timed."""
+    import jax
+
+    start = time.perf_counter()
+    run = jax.jit(fn).lower(*args).compile()
+    return Compiled(run, args, time.perf_counter() - start)
+
+
+def time_compiled(compiled: Compiled) -> tuple[float, Any]:
+    """(seconds, outputs) of one run of a compiled program on its arguments, until the outputs are ready."""
+    import jax
+
+    start = time.perf_counter()
+    outputs = jax.block_until_ready(compiled.run(*compiled.args))
+    return time.perf_counter() - start, outputs
