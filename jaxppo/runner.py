@@ -11,6 +11,7 @@ import time
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxppo.config import HParams, PPOConfig
@@ -102,8 +103,10 @@ def find_nonfinite(chunk: ChunkResult) -> str | None:
             seed, update = bad[0]
             return (f"non-finite {name} ({values[seed, update]}) at update {chunk.first_update + update + 1} "
                     f"(seed index {seed})")
-    for path, leaf in jax.tree_util.tree_flatten_with_path(host_tree(chunk.state.params))[0]:
-        if not np.all(np.isfinite(leaf)):
+    # Reduced on the device: only one bool per parameter array crosses to the host.
+    finite = host_tree(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), chunk.state.params))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(finite)[0]:
+        if not leaf:
             return (f"non-finite parameters {jax.tree_util.keystr(path)} after update "
                     f"{chunk.first_update + np.asarray(chunk.metrics.env_steps).shape[1]}")
     return None
