@@ -35,7 +35,19 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 10, deterministic: bool
     """Build evaluate(params, key, obs_moments=None) -> EvalResult over num_episodes parallel episodes (jittable).
 
     Each episode runs from a reset until it terminates or is truncated (its first `done`); steps after that are
-    masked out. deterministic=True acts with the distribution's mode, otherwise samples.
+    masked out. The key fixes the resets and, with deterministic=False, the action draws.
+
+    Args:
+      config: the config the parameters were trained with (network, env id, normalize_observations, obs_clip).
+      num_episodes: episodes run in parallel.
+      deterministic: act with the distribution's mode (argmax / Gaussian mean); False samples.
+      env, env_params: a gymnax environment instance and its params, instead of config.env.
+      max_steps: steps to run; default the env's max_steps_in_episode (every episode ends). A smaller value cuts
+        episodes short: their length is then max_steps and their return partial.
+
+    Returns:
+      evaluate(params, key, obs_moments=None) -> EvalResult with returns float32 [N] and lengths int32 [N].
+      obs_moments (the trained TrainState.obs_moments) is required when config.normalize_observations.
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes={num_episodes}: must be at least 1")
@@ -73,6 +85,17 @@ def evaluate(config: PPOConfig, params, key: jax.Array, num_episodes: int = 10, 
     """Run num_episodes complete episodes with params; returns per-episode returns and lengths.
 
     Compiles on every call; for repeated evaluation build the function once with `make_evaluate` and jit it.
+
+    Args:
+      config: the config the parameters were trained with.
+      params: network parameters of one seed (e.g. TrainState.params).
+      key: PRNG key for the resets and, with deterministic=False, the action draws.
+      num_episodes, deterministic, env, env_params, max_steps: as in make_evaluate.
+      obs_moments: the trained normaliser statistics (TrainState.obs_moments); required when
+        config.normalize_observations, ignored otherwise.
+
+    Returns:
+      EvalResult: returns float32 [num_episodes] (undiscounted, raw rewards), lengths int32 [num_episodes].
     """
     fn = make_evaluate(config, num_episodes, deterministic, env, env_params, max_steps)
     return jax.jit(fn)(params, key, obs_moments)

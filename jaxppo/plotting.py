@@ -1,4 +1,4 @@
-"""Learning-curve figures from run folders (metrics.csv) and sweeps: return vs env steps, mean over seeds + band.
+"""Learning-curve figures from run folders (metrics.csv) and sweeps: return vs env steps, a line and a band over seeds.
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global backend switch).
 """
@@ -6,29 +6,50 @@ Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no glob
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import numpy as np
 
 from jaxppo import outputs
 
-BANDS = ("minmax", "std")
+Band = Literal["std", "minmax", "iqr"]
+BANDS: tuple[str, ...] = get_args(Band)
+BAND_DESCRIPTIONS = {
+    "std": "mean ± std over seeds",
+    "minmax": "mean, band min to max over seeds",
+    "iqr": "median, band 25th to 75th percentile over seeds",
+}
+"""What the line and the shaded band of each curve show; written into the figure title."""
 
 
-def plot_curves(env_steps: np.ndarray | Sequence[np.ndarray], curves: Sequence[np.ndarray], labels: Sequence[str],
-                out: Path, title: str = "", band: str = "minmax") -> Path:
-    """Draw one mean line per entry of curves (each float [S, U]) with a shaded band over seeds; save a PNG.
+def band_over_seeds(returns: np.ndarray, band: str = "std") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(line, low, high), each float [U], of returns float [S, U] (seeds, updates); see BAND_DESCRIPTIONS."""
+    if band not in BANDS:
+        raise ValueError(f"band={band!r}: must be one of {', '.join(BANDS)}")
+    y = np.atleast_2d(np.asarray(returns, np.float64))
+    if band == "iqr":
+        low, line, high = np.percentile(y, [25, 50, 75], axis=0)
+        return line, low, high
+    mean = y.mean(axis=0)
+    if band == "minmax":
+        return mean, y.min(axis=0), y.max(axis=0)
+    std = y.std(axis=0)
+    return mean, mean - std, mean + std
+
+
+def curve_figure(env_steps: np.ndarray | Sequence[np.ndarray], curves: Sequence[np.ndarray], labels: Sequence[str],
+                 title: str = "", band: str = "std"):
+    """A matplotlib Figure with one line per entry of curves and, over two or more seeds, a shaded band.
 
     Args:
       env_steps: x values [U], shared by every curve, or one array per curve.
       curves: per line, episode returns [S, U] (seeds, updates).
       labels: legend label per line.
-      out: PNG path (parent folders are created).
-      title: figure title.
-      band: "minmax" (min to max over seeds) or "std" (mean +- std).
+      title: first line of the figure title; the second says what line and band show.
+      band: "std" (mean +- std), "minmax" (mean, min to max) or "iqr" (median, 25th to 75th percentile).
 
     Returns:
-      out.
+      matplotlib.figure.Figure on an Agg canvas: ax.lines[i] is curve i's line, ax.collections[j] the j-th band.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -43,33 +64,43 @@ def plot_curves(env_steps: np.ndarray | Sequence[np.ndarray], curves: Sequence[n
     ax = fig.add_subplot()
     for x, y, label in zip(xs, curves, labels):
         y = np.atleast_2d(np.asarray(y, np.float64))
-        mean = y.mean(axis=0)
-        low, high = (y.min(axis=0), y.max(axis=0)) if band == "minmax" else (mean - y.std(axis=0),
-                                                                             mean + y.std(axis=0))
-        (line,) = ax.plot(x, mean, label=f"{label} (n={y.shape[0]})")
+        if y.shape[1] != len(x):
+            raise ValueError(f"{label}: {y.shape[1]} updates but {len(x)} env_steps values")
+        line, low, high = band_over_seeds(y, band)
+        (artist,) = ax.plot(x, line, label=f"{label} (n={y.shape[0]})")
         if y.shape[0] > 1:
-            ax.fill_between(x, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+            ax.fill_between(x, low, high, color=artist.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("env steps")
     ax.set_ylabel("episode return")
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(t for t in (title, BAND_DESCRIPTIONS[band]) if t), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(env_steps: np.ndarray | Sequence[np.ndarray], curves: Sequence[np.ndarray], labels: Sequence[str],
+                out: Path, title: str = "", band: str = "std") -> Path:
+    """Save curve_figure(env_steps, curves, labels, title, band) as a PNG at out (parent folders created).
+
+    Returns:
+      out.
+    """
+    fig = curve_figure(env_steps, curves, labels, title, band)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     return out
 
 
-def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = None,
-              band: str = "minmax") -> Path:
-    """Return vs env steps of several `jaxppo train` runs: mean over each run's seeds, shaded min-max band.
+def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = None, band: str = "std") -> Path:
+    """Return vs env steps of several `jaxppo train` runs, one line and band over each run's seeds, as a PNG.
 
     Args:
       run_dirs: run folders, each with a metrics.csv (columns seed, update, env_steps, episode_return, ...).
       out: PNG path.
       labels: legend label per run (default: the folder names).
-      band: "minmax" or "std".
+      band: "std", "minmax" or "iqr" (see BAND_DESCRIPTIONS).
 
     Returns:
       out.
@@ -86,7 +117,10 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
         path = run_dir / "metrics.csv"
         if not path.is_file():
             raise ValueError(f"{run_dir}: no metrics.csv; pass folders written by `jaxppo train --out DIR`")
-        columns = outputs.read_metrics_csv(path)
+        try:
+            columns = outputs.read_metrics_csv(path)
+        except KeyError as error:  # no seed or update column
+            raise ValueError(f"{path}: no {error.args[0]!r} column; not a metrics.csv of `jaxppo train`") from None
         for name in ("env_steps", "episode_return"):
             if name not in columns:
                 raise ValueError(f"{path}: no {name!r} column")

@@ -2,6 +2,7 @@
 
     result = run_sweep(PPOConfig(env="CartPole-v1"), grid={"lr": [1e-3, 3e-4], "ent_coef": [0.0, 0.01]})
     summary_table(result)   # per setting: values, mean/std/min/max of the final return over seeds
+    print("\n".join(summary_lines(result)))   # the same, best first, one line per setting
     write_sweep(result, Path("runs/sweep"))   # sweep.csv + sweep.png
 
 Only `HParams` fields can be swept (they are traced, so no recompilation per setting); anything that changes shapes
@@ -42,20 +43,19 @@ class SweepResult(NamedTuple):
     env_steps: np.ndarray  # int [U]: cumulative env steps after each update
 
 
-def _check_names(names, what: str) -> None:
+def _check_names(names) -> None:
     for name in names:
         if name not in SWEEPABLE:
-            raise ValueError(f"{what}: {name!r} is not a sweepable hyperparameter; valid names: "
-                             f"{', '.join(SWEEPABLE)} (other PPOConfig fields change the compiled program: run "
-                             "them separately)")
+            raise ValueError(f"{name!r} is not a sweepable hyperparameter; valid names: {', '.join(SWEEPABLE)} "
+                             "(other PPOConfig fields change the compiled program: run them separately)")
 
 
 def grid_settings(grid: dict[str, list[float]]) -> list[dict[str, float]]:
     """Cartesian product of grid {name: values}, first name varying slowest."""
-    _check_names(grid, "grid")
+    _check_names(grid)
     for name, values in grid.items():
         if len(values) == 0:
-            raise ValueError(f"grid: {name!r} has no values")
+            raise ValueError(f"{name!r} has no values")
     names = list(grid)
     return [dict(zip(names, map(float, combo))) for combo in itertools.product(*(grid[n] for n in names))]
 
@@ -66,14 +66,14 @@ def random_settings(ranges: dict[str, tuple[float, float, str]], num_samples: in
 
     "log" draws log(value) uniformly in [log(low), log(high)] (low must be > 0).
     """
-    _check_names(ranges, "ranges")
+    _check_names(ranges)
     for name, (low, high, scale) in ranges.items():
         if scale not in SCALES:
-            raise ValueError(f"ranges: {name!r} scale {scale!r} must be one of {', '.join(SCALES)}")
+            raise ValueError(f"{name!r} scale {scale!r} must be one of {', '.join(SCALES)}")
         if not low <= high:
-            raise ValueError(f"ranges: {name!r} low={low} must be <= high={high}")
+            raise ValueError(f"{name!r} low={low} must be <= high={high}")
         if scale == "log" and low <= 0:
-            raise ValueError(f"ranges: {name!r} low={low} must be > 0 on a log scale")
+            raise ValueError(f"{name!r} low={low} must be > 0 on a log scale")
     rng = np.random.default_rng(seed)
     settings = []
     for _ in range(num_samples):
@@ -89,7 +89,7 @@ def random_settings(ranges: dict[str, tuple[float, float, str]], num_samples: in
 
 def setting_hparams(config: PPOConfig, setting: dict[str, float]) -> HParams:
     """HParams of config with setting applied; validated like a config (so vf_clip_eps=None follows clip_eps)."""
-    _check_names(setting, "setting")
+    _check_names(setting)
     return HParams.from_config(dataclasses.replace(config, **setting))
 
 
@@ -119,7 +119,7 @@ def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, ran
     if random_samples:
         settings += random_settings(ranges, random_samples, seed)
     elif ranges:
-        _check_names(ranges, "ranges")
+        _check_names(ranges)
     if not settings:
         settings = [{}]  # nothing swept: the base config, over seeds
     names = sorted({n for s in settings for n in s}, key=SWEEPABLE.index)
@@ -154,6 +154,18 @@ def summary_table(result: SweepResult) -> list[dict[str, float]]:
     return rows
 
 
+def setting_label(setting: dict[str, float]) -> str:
+    """'lr=0.001, ent_coef=0.01' (4 significant digits), or 'base config' when nothing is swept."""
+    return ", ".join(f"{name}={value:.4g}" for name, value in setting.items()) or "base config"
+
+
+def summary_lines(result: SweepResult) -> list[str]:
+    """summary_table as text, best mean first: 'lr=0.001: final return 21.40 +- 1.20 [20.20, 22.60] over 3 seed(s)'."""
+    rows = sorted(zip(result.settings, summary_table(result)), key=lambda pair: -pair[1]["mean"])
+    return [f"{setting_label(setting)}: final return {row['mean']:.2f} +- {row['std']:.2f} "
+            f"[{row['min']:.2f}, {row['max']:.2f}] over {len(result.seeds)} seed(s)" for setting, row in rows]
+
+
 def write_sweep(result: SweepResult, out_dir: Path) -> None:
     """Write out_dir/sweep.csv (a row per setting; per-seed returns ';'-joined) and out_dir/sweep.png."""
     from jaxppo.plotting import plot_curves
@@ -168,7 +180,7 @@ def write_sweep(result: SweepResult, out_dir: Path) -> None:
         for row, finals in zip(rows, result.final_returns):
             writer.writerow([repr(row[n]) for n in names] + [repr(row[k]) for k in ("mean", "std", "min", "max")]
                             + [";".join(repr(float(r)) for r in finals)])
-    labels = [", ".join(f"{n}={v:.3g}" for n, v in s.items()) or "base config" for s in result.settings]
+    labels = [setting_label(setting) for setting in result.settings]
     plot_curves(result.env_steps, list(result.episode_return), labels, out_dir / "sweep.png",
                 title=f"{result.config.env}: sweep over {len(result.settings)} setting(s) x {len(result.seeds)} "
                       "seed(s)", band="std")

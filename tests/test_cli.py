@@ -199,3 +199,12 @@ def test_wandb_offline_logs_one_run_per_seed(tmp_path, monkeypatch):
         assert [row["_step"] for row in history] == [32 * u for u in range(1, 9)]
         np.testing.assert_array_equal(np.array([row["episode_return"] for row in history], np.float32),
                                       columns["episode_return"][index].astype(np.float32))
+
+
+def test_sweep_takes_a_preset_as_its_base_config(tmp_path):
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", "--preset", "acrobot-v1", "--grid", "ent_coef=0,0.01", "--num-seeds", "1",
+                     "--num-envs", "2", "--num-steps", "8", "--num-minibatches", "1", "--total-timesteps", "32",
+                     "--out", str(out)]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["env"] == "Acrobot-v1" and saved["num_envs"] == 2

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxppo
-from jaxppo.networks import init_params
 from jaxppo.agent import make_agent
+from jaxppo.envs import RunningMoments
+from jaxppo.networks import init_params
 from tests import probe_envs
+
+
+def fold_obs_normalisation(params, moments: RunningMoments):
+    """Params of a network that sees raw obs but computes what `params` computes on normalised obs.
+
+    Normalisation (x - m) / s with s = sqrt(var + 1e-8) is affine, so the first dense layer of each torso absorbs
+    it: ((x - m) / s) @ K + b = x @ (K / s[:, None]) + (b - (m / s) @ K). Exact while no observation is clipped.
+    """
+    mean, scale = np.asarray(moments.mean, np.float64), np.sqrt(np.asarray(moments.var, np.float64) + 1e-8)
+    folded = jax.tree.map(np.asarray, params)
+    for torso in ("actor_torso", "critic_torso"):
+        layer = folded["params"][torso]["Dense_0"]
+        kernel = np.asarray(layer["kernel"], np.float64)
+        layer["bias"] = (layer["bias"] - (mean / scale) @ kernel).astype(np.float32)
+        layer["kernel"] = (kernel / scale[:, None]).astype(np.float32)
+    return folded
 
 
 def test_evaluate_time_limit_episode_returns_and_lengths():
@@ -45,3 +65,29 @@ def test_evaluate_trained_cartpole_policy():
     assert result.returns.shape == (8,)
     np.testing.assert_array_equal(result.returns, result.lengths)  # CartPole pays 1 per step
     assert float(jnp.mean(result.returns)) > 150  # a random policy lasts about 22 steps
+
+
+def test_evaluate_normalises_observations_once_with_the_given_statistics():
+    config = jaxppo.PPOConfig(env="Pendulum-v1", normalize_observations=True, obs_clip=1e3)  # no clipping
+    raw_config = dataclasses.replace(config, normalize_observations=False)
+    agent = make_agent(config)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    # A decisive actor (mean actions of order 1, not 0.01) so that different inputs give different returns.
+    params["params"]["actor_head"]["kernel"] = params["params"]["actor_head"]["kernel"] * 100.0
+    moments = RunningMoments(mean=jnp.array([0.3, -0.2, 1.0]), var=jnp.array([0.25, 4.0, 9.0]),
+                             count=jnp.asarray(100.0))
+    key = jax.random.key(3)
+    result = jaxppo.evaluate(config, params, key, num_episodes=4, obs_moments=moments)
+
+    # Reference: the same policy written by hand for raw observations (row 0). Rows 1 and 2 show the comparison
+    # can tell: statistics ignored, or applied twice, change every episode's return.
+    folded = fold_obs_normalisation(params, moments)
+    candidates = jax.tree.map(lambda *leaves: jnp.stack(leaves), folded, params,
+                              fold_obs_normalisation(folded, moments))
+    evaluate_raw = jax.jit(jax.vmap(jaxppo.make_evaluate(raw_config, num_episodes=4), in_axes=(0, None)))
+    once, ignored, twice = np.asarray(evaluate_raw(candidates, key).returns)
+    np.testing.assert_allclose(result.returns, once, rtol=1e-4)
+    np.testing.assert_array_equal(result.lengths, np.full(4, 200))  # Pendulum's time limit
+    assert np.all(np.abs(ignored - result.returns) > 1.0) and np.all(np.abs(twice - result.returns) > 1.0)
+    with pytest.raises(ValueError, match="obs_moments"):
+        jaxppo.evaluate(config, params, key, num_episodes=4)

@@ -11,7 +11,8 @@ import pytest
 
 from jaxppo import outputs
 from jaxppo.config import PPOConfig
-from jaxppo.sweep import random_settings, run_sweep, summary_table, write_sweep
+from jaxppo.sweep import (grid_settings, random_settings, run_sweep, setting_label, summary_lines, summary_table,
+                          write_sweep)
 from jaxppo.train import make_train
 
 # 4 envs x 32 steps, 5 updates of 128 env steps.
@@ -54,7 +55,43 @@ def test_summary_and_files(lr_sweep, tmp_path):
         np.testing.assert_allclose([float(v) for v in row["returns"].split(";")], finals)
         assert float(row["mean"]) == pytest.approx(finals.mean())
     png = (tmp_path / "out" / "sweep.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sweep_figure_draws_each_settings_mean_and_std_band(lr_sweep, tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    figures = []
+    original = Figure.savefig
+
+    def savefig(fig, *args, **kwargs):  # record the figure, then save it as usual
+        figures.append(fig)
+        return original(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    write_sweep(lr_sweep, tmp_path)
+    (ax,) = figures[0].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["lr=0.001 (n=2)", "lr=0.0003 (n=2)"]
+    assert "2 setting(s) x 2 seed(s)" in ax.get_title() and "mean ± std over seeds" in ax.get_title()
+    for line, band, curves in zip(ax.lines, ax.collections, lr_sweep.episode_return):
+        np.testing.assert_array_equal(line.get_xdata(), lr_sweep.env_steps)
+        np.testing.assert_allclose(line.get_ydata(), curves.mean(axis=0))
+        vertices = band.get_paths()[0].vertices
+        top = [vertices[vertices[:, 0] == x, 1].max() for x in lr_sweep.env_steps]
+        np.testing.assert_allclose(top, curves.mean(axis=0) + curves.std(axis=0), rtol=1e-6, atol=1e-9)
+
+
+def test_summary_lines_best_first(lr_sweep):
+    lines = summary_lines(lr_sweep)
+    table = summary_table(lr_sweep)
+    order = np.argsort([-row["mean"] for row in table], kind="stable")
+    assert len(lines) == 2
+    for line, p in zip(lines, order):
+        row = table[p]
+        assert line == (f"{setting_label(lr_sweep.settings[p])}: final return {row['mean']:.2f} +- {row['std']:.2f} "
+                        f"[{row['min']:.2f}, {row['max']:.2f}] over 2 seed(s)")
+    assert setting_label({"lr": 3e-4, "ent_coef": 0.0}) == "lr=0.0003, ent_coef=0"
+    assert setting_label({}) == "base config"
 
 
 def test_random_settings_respect_ranges_and_log_scale():
@@ -92,3 +129,16 @@ def test_unknown_hyperparameter_names_the_field(kwargs):
 def test_out_of_range_value_names_the_field():
     with pytest.raises(ValueError, match="gamma"):
         run_sweep(TINY, grid={"gamma": [1.5]})
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="'lr' has no values"):
+        grid_settings({"lr": []})
+    with pytest.raises(ValueError, match="num_seeds=0"):
+        run_sweep(TINY, grid={"lr": [1e-3]}, num_seeds=0)
+    with pytest.raises(ValueError, match="random_samples > 0 needs ranges"):
+        run_sweep(TINY, random_samples=2)
+    with pytest.raises(ValueError, match="num_devices=2: sweeps run on one device"):
+        run_sweep(dataclasses.replace(TINY, num_devices=2), grid={"lr": [1e-3]})
+    assert grid_settings({"lr": [1, 2], "gamma": [0.9, 0.99]}) == [
+        {"lr": 1.0, "gamma": 0.9}, {"lr": 1.0, "gamma": 0.99}, {"lr": 2.0, "gamma": 0.9}, {"lr": 2.0, "gamma": 0.99}]
