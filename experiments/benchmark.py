@@ -174,7 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--total-timesteps", type=int, default=200_000,
                         help="env steps of one CartPole row, over all its seeds; the MinAtar rows run a quarter "
                              "(default %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs per program; the best counts (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed runs per program; the best counts (default %(default)s)")
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS_BY_NAME), default=list(SETTINGS_BY_NAME),
                         metavar="NAME", help=f"subset to run, from: {', '.join(SETTINGS_BY_NAME)}")
     parser.add_argument("--seed", type=int, default=0, help="first PRNG seed")

@@ -97,7 +97,8 @@ def measure_env(config: PPOConfig, num_seeds: int) -> EnvResult:
     summary = EnvRow(env=config.env, seeds=num_seeds, env_steps_per_seed=config.num_env_steps, target=target,
                      mean=float(finals.mean()), std=float(finals.std()), iqm=common.iqm(finals),
                      worst=float(finals.min()), best=float(finals.max()),
-                     reached_fraction=float(np.mean(reached > 0)), final_at_target_fraction=float(np.mean(finals >= target)),
+                     reached_fraction=float(np.mean(reached > 0)),
+                     final_at_target_fraction=float(np.mean(finals >= target)),
                      compile_seconds=compile_s, train_seconds=train_s)
     seeds = [SeedRow(config.env, seed, float(finals[seed]), int(reached[seed])) for seed in range(num_seeds)]
     smoothed = common.trailing_mean(
@@ -131,8 +132,8 @@ def plot(path: Path, results: Sequence[EnvResult], title: str) -> None:
         axis.plot(steps, [c.mean for c in result.curves], color="black", lw=1.8, label="mean")
         axis.axhline(result.summary.target, color="tab:red", ls="--", lw=1, label=f"target {result.summary.target:g}")
         s = result.summary
-        axis.set_title(f"{s.env}: {s.seeds} seeds\nfinal {s.mean:.1f} ± {s.std:.1f}, IQM {s.iqm:.1f}, worst {s.worst:.1f}",
-                       fontsize=8)
+        axis.set_title(f"{s.env}: {s.seeds} seeds\nfinal {s.mean:.1f} ± {s.std:.1f}, IQM {s.iqm:.1f}, "
+                       f"worst {s.worst:.1f}", fontsize=8)
         axis.set_xlabel("env steps per seed")
         axis.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("episode return (10-update trailing mean)")

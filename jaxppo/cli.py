@@ -171,8 +171,8 @@ def train(
         if cfg.rounding_note:
             print(f"note: {cfg.rounding_note}", flush=True)
         outputs.write_json(out / "config.json", outputs.config_to_dict(cfg))
-        outputs.write_json(out / "run.json", {"seed": seed, "num_seeds": num_seeds, "checkpoint_every": checkpoint_every,
-                                              "chunk_updates": chunk_updates, "preset": preset})
+        outputs.write_json(out / "run.json", {"seed": seed, "num_seeds": num_seeds, "preset": preset,
+                                              "checkpoint_every": checkpoint_every, "chunk_updates": chunk_updates})
         (out / "metrics.csv").unlink(missing_ok=True)  # appended chunk by chunk from here on
 
     # Every process compiles the same program (callbacks included); only process 0's callback prints.

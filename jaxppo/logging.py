@@ -64,7 +64,8 @@ class ProgressPrinter:
     def _print(self, update: int, mean_return: float, now: float) -> None:
         elapsed = now - (self._start or now)
         done_since_start = update - self._start_update
-        rate = done_since_start * self.steps_per_update * self.num_seeds / elapsed if elapsed > 0 and done_since_start > 0 else None
+        steps_since_start = done_since_start * self.steps_per_update * self.num_seeds
+        rate = steps_since_start / elapsed if elapsed > 0 and done_since_start > 0 else None
         eta = (self.num_updates - update) * self.steps_per_update * self.num_seeds / rate if rate else None
         parts = [
             f"update {update}/{self.num_updates}",
