@@ -68,11 +68,26 @@ def _check_devices(config: PPOConfig) -> None:
               "--num-devices all uses every one", flush=True)
 
 
+RUN_OUTPUTS = ("summary.json", "metrics.csv", "config.json", "run.json", "final_params.msgpack", "eval.csv",
+               "eval.json", "tb", "checkpoints")
+"""What `jaxppo train` writes into --out (W&B offline runs under wandb/ are separate runs and are kept)."""
+
+
 def _prepare_out_dir(out: Path, overwrite: bool) -> None:
-    existing = [name for name in ("summary.json", "metrics.csv", "config.json") if (out / name).exists()]
+    """Create --out; refuse one holding a run unless --overwrite, which then removes that run's outputs."""
+    import shutil
+
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out}: is a file, not a folder; choose another --out")
+    existing = [name for name in RUN_OUTPUTS if (out / name).exists()]
     if existing and not overwrite:
         raise UsageError(f"--out {out}: already holds a run ({', '.join(existing)}); choose another --out or pass "
                          "--overwrite")
+    for name in existing:  # stale checkpoints or event files would mix with the new run's
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if existing:
+        print(f"note: --overwrite removed {', '.join(existing)} from {out}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -173,7 +188,6 @@ def train(
         outputs.write_json(out / "config.json", outputs.config_to_dict(cfg))
         outputs.write_json(out / "run.json", {"seed": seed, "num_seeds": num_seeds, "preset": preset,
                                               "checkpoint_every": checkpoint_every, "chunk_updates": chunk_updates})
-        (out / "metrics.csv").unlink(missing_ok=True)  # appended chunk by chunk from here on
 
     # Every process compiles the same program (callbacks included); only process 0's callback prints.
     printer = None if quiet else _silent if not lead else ProgressPrinter(

@@ -208,3 +208,16 @@ def test_sweep_takes_a_preset_as_its_base_config(tmp_path):
                      "--out", str(out)]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["env"] == "Acrobot-v1" and saved["num_envs"] == 2
+
+
+def test_overwrite_removes_the_old_runs_outputs_only(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *EIGHT_UPDATES, "--checkpoint-every", "4", "--tensorboard", "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("mine")
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "8"]
+    assert cli.main(["train", *EIGHT_UPDATES[:-1], "--total-timesteps", str(4 * 8 * 2), "--overwrite", "--out",
+                     str(out)]) == 0
+    assert "--overwrite removed" in capsys.readouterr().out
+    assert not (out / "checkpoints").exists() and not (out / "tb").exists()  # stale state of the old run is gone
+    assert outputs.read_metrics_csv(out / "metrics.csv")["env_steps"].shape == (1, 2)
+    assert (out / "notes.txt").read_text() == "mine"
