@@ -7,8 +7,11 @@ compiled program, `jax.jit(jax.vmap(make_train(config)))(keys)`, and reports per
   then mean and std over seeds;
 - env_steps: env steps run per seed (the budget rounded down to whole updates);
 - compile_s and train_s: wall time of `lower(...).compile()` and of the compiled run, apart;
-- the reference return of the gymnax README ("Ckpt (Return)" column) and a verdict: "meets" (mean >= reference),
-  "below", or "no reference" for environments the README lists no PPO agent for.
+- eval return: the final policy of every seed acting greedily (the distribution's mode) for EVAL_EPISODES complete
+  episodes (`jaxppo.make_evaluate`, with the seed's observation statistics), mean and std over seeds;
+- the reference return of the gymnax README ("Ckpt (Return)" column: the return of a trained checkpoint) and a
+  verdict on the better of the two returns: "meets" (>= reference), "below", or "no reference" for environments
+  the README lists no PPO agent for.
 
 Budgets: `--budget full` runs each preset's total_timesteps (sized for a GPU; the MinAtar references were trained
 for about 10M steps). `--budget small` runs SMALL_BUDGETS below, picked so that the whole table (all presets,
@@ -40,18 +43,19 @@ import csv
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import common
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxppo.config import PPOConfig
+from jaxppo.evaluate import make_evaluate
 from jaxppo.outputs import FINAL_WINDOW, final_returns
 from jaxppo.presets import PRESETS, REFERENCE_RETURNS, preset_config, preset_names
 from jaxppo.train import make_train
@@ -93,6 +97,10 @@ SMALL_BUDGETS: dict[str, int] = {
 }
 """Preset name -> env steps per seed of `--budget small` (capped at the preset's own total_timesteps)."""
 
+EVAL_EPISODES = 16
+"""Greedy evaluation episodes per seed of the final policy."""
+
+
 class Row(NamedTuple):
     """One line of the results table (and of the CSV)."""
 
@@ -103,6 +111,8 @@ class Row(NamedTuple):
     env_steps: int  # per seed
     return_mean: float  # over seeds of the per-seed final return
     return_std: float  # over seeds (population std, ddof=0)
+    eval_mean: float  # greedy final policy, EVAL_EPISODES episodes per seed; mean over seeds
+    eval_std: float
     reference: float  # NaN when the README lists none
     verdict: str  # meets | below | no reference
     compile_s: float
@@ -140,27 +150,20 @@ def measure(name: str, budget: str, num_seeds: int, seed: int, overrides: dict[s
     compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
-    _, metrics = jax.block_until_ready(compiled(keys))
+    state, metrics = jax.block_until_ready(compiled(keys))
     train_s = time.perf_counter() - start
     per_seed = final_returns(np.asarray(metrics.episode_return, np.float64))
     mean, std = float(per_seed.mean()), float(per_seed.std())
+    evaluate_seeds = jax.jit(jax.vmap(make_evaluate(config, num_episodes=EVAL_EPISODES, deterministic=True),
+                                      in_axes=(0, None, 0)))
+    obs_moments = state.obs_moments if config.normalize_observations else None
+    greedy = np.asarray(evaluate_seeds(state.params, jax.random.key(seed + 10_000), obs_moments).returns,
+                        np.float64).mean(axis=1)
     reference = REFERENCE_RETURNS.get(config.env)
     return Row(preset=name, env=config.env, budget=budget, num_seeds=num_seeds, env_steps=config.num_env_steps,
-               return_mean=mean, return_std=std, reference=math.nan if reference is None else reference,
-               verdict=verdict(mean, reference), compile_s=compile_s, train_s=train_s)
-
-
-def machine_header() -> str:
-    """One line: jax version, backend and device kind, and the host (platform, CPU count)."""
-    device = jax.devices()[0]
-    try:
-        usable_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on every platform
-        usable_cpus = os.cpu_count()
-    return (f"jax {jax.__version__}, backend {jax.default_backend()}, device {device.device_kind} "
-            f"x{jax.device_count()} | {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs "
-            f"({usable_cpus} usable), Python {platform.python_version()} | "
-            f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+               return_mean=mean, return_std=std, eval_mean=float(greedy.mean()), eval_std=float(greedy.std()),
+               reference=math.nan if reference is None else reference,
+               verdict=verdict(max(mean, float(greedy.mean())), reference), compile_s=compile_s, train_s=train_s)
 
 
 def write_csv(path: Path, rows: list[Row]) -> None:
@@ -182,17 +185,21 @@ def markdown_table(rows: list[Row], header: str, command: str) -> str:
         "",
         f"Made by `{command}` on: {header}",
         "",
-        f"Final return = per seed, the mean `episode_return` over the last {FINAL_WINDOW} updates; mean ± std over "
-        "seeds. Reference = the gymnax README's PPO checkpoint return. env steps are per seed; train s covers all "
-        "seeds together (one vmapped program); compile s is apart.",
+        f"Final return = per seed, the mean training `episode_return` over the last {FINAL_WINDOW} updates "
+        f"(stochastic policy); greedy eval = the final policy acting with the mode of its distribution for "
+        f"{EVAL_EPISODES} episodes per seed; both mean ± std over seeds. Reference = the gymnax README's PPO "
+        "checkpoint return; the verdict compares the better of the two returns with it. env steps are per seed; "
+        "train s covers all seeds together (one vmapped program); compile s is apart.",
         "",
-        "| preset | env | budget | seeds | env steps | final return | reference | verdict | compile s | train s |",
-        "|---|---|---|---:|---:|---:|---:|---|---:|---:|",
+        "| preset | env | budget | seeds | env steps | final return | greedy eval | reference | verdict | compile s "
+        "| train s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         reference = "—" if math.isnan(r.reference) else f"{r.reference:g}"
         lines.append(f"| {r.preset} | {r.env} | {r.budget} | {r.num_seeds} | {r.env_steps:,} | "
-                     f"{r.return_mean:.4g} ± {r.return_std:.2g} | {reference} | {r.verdict} | {r.compile_s:.1f} | "
+                     f"{r.return_mean:.4g} ± {r.return_std:.2g} | {r.eval_mean:.4g} ± {r.eval_std:.2g} | "
+                     f"{reference} | {r.verdict} | {r.compile_s:.1f} | "
                      f"{r.train_s:.1f} |")
     lines += ["", "Skipped (no preset):", ""]
     lines += [f"- {env}: {reason}" for env, reason in SKIPPED_ENVS.items()]
@@ -212,7 +219,8 @@ def plot(path: Path, rows: list[Row], title: str) -> None:
     colours = {"meets": "tab:green", "below": "tab:red", "no reference": "tab:gray"}
     for ax, r in zip(axes, rows):
         colour = colours.get(r.verdict, "tab:orange")  # orange: failed or timed out
-        ax.bar([0], [r.return_mean], yerr=[r.return_std], color=colour, width=0.6, capsize=4)
+        ax.bar([-0.2], [r.return_mean], yerr=[r.return_std], color=colour, width=0.35, capsize=3)
+        ax.bar([0.2], [r.eval_mean], yerr=[r.eval_std], color=colour, alpha=0.5, hatch="//", width=0.35, capsize=3)
         if not math.isnan(r.reference):
             ax.axhline(r.reference, color="black", linestyle="--", linewidth=1.2, label="reference")
         ax.axhline(0.0, color="black", linewidth=0.5)
@@ -222,7 +230,8 @@ def plot(path: Path, rows: list[Row], title: str) -> None:
         ax.tick_params(labelsize=7)
     for ax in axes[len(rows):]:
         ax.set_visible(False)
-    fig.suptitle(f"{title}: bar = jaxppo final return (± std over seeds), dashed = gymnax README PPO", fontsize=9)
+    fig.suptitle(f"{title}: left bar = jaxppo final training return, hatched = greedy eval (± std over seeds), "
+                 "dashed = gymnax README PPO", fontsize=9)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 
@@ -269,7 +278,7 @@ def failed_row(name: str, budget: str, num_seeds: int, why: str) -> Row:
     config = build_config(name, budget, {})
     reference = REFERENCE_RETURNS.get(config.env)
     return Row(preset=name, env=config.env, budget=budget, num_seeds=num_seeds, env_steps=config.num_env_steps,
-               return_mean=math.nan, return_std=math.nan, reference=math.nan if reference is None else reference,
+               return_mean=math.nan, return_std=math.nan, eval_mean=math.nan, eval_std=math.nan, reference=math.nan if reference is None else reference,
                verdict=why, compile_s=math.nan, train_s=math.nan)
 
 
@@ -306,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         row = measure(args.child, args.budget, args.num_seeds, args.seed, overrides)
         print("ROW " + json.dumps(row._asdict()), flush=True)
         return
-    header = machine_header()
+    header = "; ".join(common.machine_lines())
     command = "python experiments/returns_table.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(header, flush=True)
     rows: list[Row] = []
@@ -316,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(row)
         reference = "none" if math.isnan(row.reference) else f"{row.reference:g}"
         print(f"{name:26s} {row.env_steps:>11,} steps x{row.num_seeds}: {row.return_mean:9.4g} ± "
-              f"{row.return_std:7.2g} (reference {reference}: {row.verdict}); compile {row.compile_s:.1f}s, "
+              f"{row.return_std:7.2g}, greedy {row.eval_mean:9.4g} (reference {reference}: {row.verdict}); compile {row.compile_s:.1f}s, "
               f"train {row.train_s:.1f}s", flush=True)
         write_csv(args.out / "returns.csv", rows)
         (args.out / "returns.md").write_text(markdown_table(rows, header, command))

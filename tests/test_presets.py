@@ -20,7 +20,9 @@ SCRIPT = REPO / "experiments" / "returns_table.py"
 
 
 def load_returns_table():
-    """experiments/returns_table.py as a module (experiments/ is not a package)."""
+    """experiments/returns_table.py as a module (experiments/ is not a package; its scripts import `common`)."""
+    if str(SCRIPT.parent) not in sys.path:
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("returns_table", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -100,5 +102,6 @@ def test_returns_table_smoke(tmp_path):
     assert float(row["reference"]) == 500.0
     assert row["verdict"] == "below"  # 128 env steps of CartPole cannot reach 500
     assert float(row["return_mean"]) > 0 and float(row["return_std"]) >= 0
+    assert float(row["eval_mean"]) >= 8 and float(row["eval_std"]) >= 0  # a CartPole episode lasts >= 8 steps
     assert "| cartpole-v1 | CartPole-v1 | small | 2 | 128 |" in (tmp_path / "returns.md").read_text()
     assert (tmp_path / "returns.png").stat().st_size > 0
