@@ -6,6 +6,7 @@ importable as `common` from them. No library logic lives here; training goes thr
 
 from __future__ import annotations
 
+import argparse
 import csv
 import os
 import platform
@@ -208,3 +209,25 @@ def time_compiled(compiled: Compiled) -> tuple[float, Any]:
     start = time.perf_counter()
     outputs = jax.block_until_ready(compiled.run(*compiled.args))
     return time.perf_counter() - start, outputs
+
+
+def experiment_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the flags every budgeted experiment shares: --budget, --total-timesteps, --out-dir."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--budget", choices=("small", "full"), default="small",
+                        help="small: CPU-sized budgets (minutes on 2 cores); full: the presets' budgets (GPU)")
+    parser.add_argument("--total-timesteps", type=int, default=None,
+                        help="override every budget (quick checks and tests)")
+    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
+    return parser
+
+
+def save_figure(fig, path: Path, title: str) -> None:
+    """Title, tight layout, write the PNG (120 dpi) and free the figure."""
+    import matplotlib.pyplot as plt
+
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

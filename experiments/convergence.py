@@ -172,23 +172,14 @@ def plot(path: Path, rows: Sequence[SeedRow], summaries: Sequence[SummaryRow], t
             axis.set_yscale("log")
         axis.grid(True, axis="y", alpha=0.3)
     axes[1].legend(loc="upper left", fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--budget", choices=("small", "full"), default="small",
-                        help="small: CPU-sized budgets (common.SMALL_BUDGET); full: each preset's total_timesteps")
+    parser = common.experiment_parser(__doc__)
     parser.add_argument("--envs", nargs="+", choices=ENVS, default=list(ENVS), metavar="ENV")
     parser.add_argument("--num-seeds", type=int, default=5, help="seeds per env (fewer for MinAtar at small)")
     parser.add_argument("--chunks", type=int, default=25, help="compiled chunks per run (clock read between)")
-    parser.add_argument("--total-timesteps", type=int, default=None,
-                        help="override every env's budget (quick checks and tests)")
-    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
     args = parser.parse_args(argv)
     if args.num_seeds < 1 or args.chunks < 1:
         parser.error("--num-seeds and --chunks must be at least 1")

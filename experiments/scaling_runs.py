@@ -126,23 +126,16 @@ def plot(path: Path, seeds_rows: Sequence[SeedsRow], envs_rows: Sequence[EnvsRow
     axes[1].legend(fontsize=8)
     for axis in axes:
         axis.grid(True, which="both", alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--budget", choices=tuple(BUDGET), default="small")
+    parser = common.experiment_parser(__doc__)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], metavar="S")
     parser.add_argument("--envs", type=int, nargs="+", default=[4, 8, 16, 32, 64], metavar="N")
     parser.add_argument("--target-seeds", type=int, default=3, help="seeds per num_envs for the time to target")
     parser.add_argument("--repeats", type=int, default=2, help="timed runs per seed count; the best counts")
     parser.add_argument("--chunks", type=int, default=25, help="compiled chunks per time-to-target run")
-    parser.add_argument("--total-timesteps", type=int, default=None, help="override both budgets (quick checks)")
-    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
     args = parser.parse_args(argv)
     if min(args.seeds + args.envs) < 1 or args.target_seeds < 1 or args.repeats < 1:
         parser.error("--seeds, --envs, --target-seeds and --repeats take positive integers")

@@ -121,6 +121,7 @@ def plot(path: Path, results: Sequence[EnvResult], title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
     for axis, result in zip(axes[0], results):
@@ -135,25 +136,18 @@ def plot(path: Path, results: Sequence[EnvResult], title: str) -> None:
         axis.set_title(f"{s.env}: {s.seeds} seeds\nfinal {s.mean:.1f} ± {s.std:.1f}, IQM {s.iqm:.1f}, "
                        f"worst {s.worst:.1f}", fontsize=8)
         axis.set_xlabel("env steps per seed")
+        axis.xaxis.set_major_formatter(EngFormatter())  # 300k, not 300000 (labels would overlap)
         axis.grid(True, alpha=0.3)
     axes[0][0].set_ylabel("episode return (10-update trailing mean)")
     axes[0][0].legend(fontsize=7, loc="lower right")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    common.save_figure(fig, path, title)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--budget", choices=("small", "full"), default="small",
-                        help="small: CPU-sized budgets (common.SMALL_BUDGET); full: each preset's total_timesteps")
+    parser = common.experiment_parser(__doc__)
     parser.add_argument("--envs", nargs="+", choices=ENVS, default=None, metavar="ENV",
                         help=f"default: {' '.join(SMALL_ENVS)} at small, all of {' '.join(ENVS)} at full")
     parser.add_argument("--num-seeds", type=int, default=16, help="seeds in one vmapped program")
-    parser.add_argument("--total-timesteps", type=int, default=None, help="override every budget (quick checks)")
-    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
     args = parser.parse_args(argv)
     if args.num_seeds < 2:
         parser.error("--num-seeds must be at least 2 (spread over seeds is the point)")
