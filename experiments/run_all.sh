@@ -41,4 +41,5 @@ run experiments/stability.py --budget "$budget" --out-dir "$out"               #
 run experiments/scaling.py "${scaling[@]}" --out-dir "$out"                    # steps/s vs envs and devices
 run experiments/scaling_runs.py --budget "$budget" --out-dir "$out"            # vs seeds; time to target vs envs
 run experiments/returns_table.py --budget "$budget" --out "$out"               # final returns vs gymnax references
+run experiments/pendulum_ceiling.py --out "$out"                               # best expected Pendulum return (DP)
 echo "all results in $out" >&2

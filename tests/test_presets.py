@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jaxppo.config import PPOConfig
@@ -109,3 +110,20 @@ def test_returns_table_smoke(tmp_path):
     assert float(row["eval_mean"]) >= 8 and float(row["eval_std"]) >= 0  # a CartPole episode lasts >= 8 steps
     assert "| cartpole-v1 | CartPole-v1 | small | 2 | 128 |" in (tmp_path / "returns.md").read_text()
     assert (tmp_path / "returns.png").stat().st_size > 0
+
+
+def test_verdicts_by_hand():
+    module = load_returns_table()
+    assert module.verdict(1.0, 0.9, 0.05, 1.0) == "meets"  # the training return reaches it
+    assert module.verdict(0.95, 0.95, 0.03, 1.0) == "within noise"  # 0.95 + 2 * 0.03 >= 1
+    assert module.verdict(0.9, 0.9, 0.04, 1.0) == "below"  # 0.9 + 2 * 0.04 < 1
+    assert module.verdict(-150.0, -150.0, 1.0, None) == "no reference"
+
+
+def test_eval_statistics_by_hand():
+    returns = np.array([[1.0, 3.0], [5.0, 7.0]])  # seeds x episodes
+    mean, std, sem = load_returns_table().eval_statistics(returns)
+    assert mean == pytest.approx(4.0)
+    assert std == pytest.approx(2.0)  # per-seed means 2 and 6, population std
+    # all four episodes: sample std sqrt(((-3)^2 + (-1)^2 + 1^2 + 3^2) / 3) = sqrt(20/3), over sqrt(4)
+    assert sem == pytest.approx(np.sqrt(20 / 3) / 2)
