@@ -76,12 +76,12 @@ SMALL_BUDGETS: dict[str, int] = {
     "pendulum-v1": 300_000,
     "mountaincar-v0": 300_000,
     "mountaincarcontinuous-v0": 300_000,
-    # MinAtar (CNN): about 10-15k env steps/s on 2 CPU cores, so a small share of the ~10M-step full budget
-    "asterix-minatar": 200_000,
-    "breakout-minatar": 200_000,
-    "freeway-minatar": 200_000,
-    "seaquest-minatar": 100_000,
-    "spaceinvaders-minatar": 200_000,
+    # MinAtar (2 x 256 MLP): about 40k env steps/s on 2 CPU cores, so 10 % of the 10M-step full budget
+    "asterix-minatar": 1_000_000,
+    "breakout-minatar": 1_000_000,
+    "freeway-minatar": 1_000_000,
+    "seaquest-minatar": 1_000_000,
+    "spaceinvaders-minatar": 1_000_000,
     # bsuite and misc: small MLPs, short episodes
     "catch-bsuite": 100_000,
     "deepsea-bsuite": 100_000,
