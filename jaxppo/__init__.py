@@ -3,30 +3,31 @@
     import jax, jaxppo
     config = jaxppo.PPOConfig(env="CartPole-v1")
     state, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
+
+Importing jaxppo changes no process state (no flags, no environment variables, no backend start).
 """
 
-from jaxppo import xla_workarounds
+from jaxppo.advantages import gae
+from jaxppo.agent import make_policy, make_value_fn
+from jaxppo.config import HParams, PPOConfig, stack_hparams
+from jaxppo.evaluate import EvalResult, evaluate_policy, make_evaluate
+from jaxppo.losses import LossInputs, LossMetrics, clipped_surrogate_loss, ppo_loss, value_loss
+from jaxppo.train import Metrics, TrainState, make_train
 
-xla_workarounds.apply()  # before anything can start JAX's backend; see the module for why
-
-from jaxppo.advantages import gae  # noqa: E402
-from jaxppo.agent import make_policy, make_value_fn  # noqa: E402
-from jaxppo.config import HParams, PPOConfig, stack_hparams  # noqa: E402
-from jaxppo.evaluate import EvalResult, evaluate, make_evaluate  # noqa: E402
-from jaxppo.losses import clipped_surrogate_loss, ppo_loss, value_loss  # noqa: E402
-from jaxppo.train import Metrics, TrainState, make_train  # noqa: E402
-
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EvalResult",
     "HParams",
+    "LossInputs",
+    "LossMetrics",
     "Metrics",
     "PPOConfig",
     "TrainState",
     "clipped_surrogate_loss",
-    "evaluate",
+    "evaluate_policy",
     "gae",
+    "load",
     "make_evaluate",
     "make_policy",
     "make_train",
@@ -35,3 +36,10 @@ __all__ = [
     "stack_hparams",
     "value_loss",
 ]
+
+
+def load(run_dir):
+    """A trained run folder as a ready policy: see jaxppo.outputs.load_run (config, params, act)."""
+    from jaxppo.outputs import load_run
+
+    return load_run(run_dir)

@@ -1,14 +1,17 @@
 """Run configuration: the static `PPOConfig` and the traced `HParams`.
 
 `PPOConfig` holds everything that fixes the compiled program (shapes, loop counts, env id, network sizes, flags);
-it is frozen and validated on construction, and every derived count is a property. `HParams` holds the numeric
-hyperparameters that are traced, so one compiled `train` can be `jax.vmap`-ed over a batch of them.
+it is frozen and validated on construction, and every derived count is a property. Its numeric hyperparameters
+marked `traced` are also carried by `HParams`, a pytree of float32 arrays, so one compiled `train` can be
+`jax.vmap`-ed over a batch of them. Each traced hyperparameter is declared once, here, as a `PPOConfig` field.
+
+Counts are global: `num_envs` and `total_timesteps` mean the whole run, on every layout (devices x processes).
+Checks that need the environment or the device layout happen when the run is built (`make_train`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import numbers
 from typing import Any
@@ -16,56 +19,66 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
 CUSTOM_ENV = "custom"
 """`PPOConfig.env` value for an environment instance handed to `make_train(config, env=..., env_params=...)`."""
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 NETWORKS = ("auto", "mlp", "cnn")
-PARALLEL_MODES = ("shard_map", "pmap")
-MAX_ENV_STEPS = 2**31 - 1  # step counters are int32 on device (JAX's default without x64)
+MEMORIES = ("none", "gru")
+MAX_UPDATES = 2**31 - 1  # the update counter is int32 on device (JAX's default without x64)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+_TRACED = "jaxppo_traced"
+
+
+def traced(default: float | None) -> Any:
+    """A PPOConfig field whose value is also carried, traced, in HParams (sweepable without recompiling)."""
+    return dataclasses.field(default=default, metadata={_TRACED: True})
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """Static settings of one PPO run. Defaults are the usual CartPole settings (PureJaxRL / CleanRL).
 
-    Every field is a plain Python value; changing one means a new compiled program. Numeric hyperparameters that
-    should be swept without recompiling are copied into `HParams.from_config(config)` and can be overridden there.
+    Every field is a plain Python value; changing one means a new compiled program, except for the traced
+    hyperparameters (lr, gamma, gae_lambda, clip_eps, vf_clip_eps, ent_coef, vf_coef, max_grad_norm), which
+    `HParams.from_config(config)` copies into arrays that can be overridden or vmapped.
     """
 
     env: str = "CartPole-v1"
-    """gymnax environment id (`gymnax.registered_envs`), or "custom" with an instance passed to make_train."""
+    """Environment id: a gymnax id ('CartPole-v1'), a suite-prefixed id ('brax/ant', 'jumanji/Snake-v1',
+    'craftax/Craftax-Classic-Symbolic-v1'), or 'custom' with an instance passed to make_train."""
     num_envs: int = 4
-    """Parallel environments, over all devices of this process."""
+    """Parallel environments in the whole run (over all devices and processes)."""
     num_steps: int = 128
     """Rollout length T per update, per environment."""
     total_timesteps: int = 500_000
-    """Env-step budget; rounded down to whole updates of num_envs * num_steps steps (see `num_env_steps`)."""
+    """Env-step budget of the whole run; rounded down to whole updates of num_envs * num_steps steps."""
     num_epochs: int = 4
     """Passes over each rollout batch."""
     num_minibatches: int = 4
-    """Minibatches per epoch."""
-    lr: float = 2.5e-4
+    """Minibatches per epoch (with memory: groups of whole environment sequences)."""
+    lr: float = traced(2.5e-4)
     """Adam learning rate (start value when annealed)."""
     anneal_lr: bool = True
-    """Linear decay: update u (0-based) of N uses lr * (1 - u / N), constant within an update."""
-    gamma: float = 0.99
+    """Linear decay: update u (0-based) of N uses lr * (1 - u / N), constant within an update; the last update
+    uses lr / N."""
+    gamma: float = traced(0.99)
     """Discount factor."""
-    gae_lambda: float = 0.95
+    gae_lambda: float = traced(0.95)
     """GAE lambda."""
-    clip_eps: float = 0.2
+    clip_eps: float = traced(0.2)
     """Policy ratio clip range."""
     clip_value_loss: bool = True
     """Clip the value prediction around the rollout's value (PPO2 style)."""
-    vf_clip_eps: float | None = None
-    """Value clip range; None uses clip_eps."""
-    ent_coef: float = 0.01
+    vf_clip_eps: float | None = traced(None)
+    """Value clip range; None follows clip_eps (also when clip_eps is changed in HParams)."""
+    ent_coef: float = traced(0.01)
     """Entropy bonus coefficient."""
-    vf_coef: float = 0.5
+    vf_coef: float = traced(0.5)
     """Value loss coefficient."""
-    max_grad_norm: float = 0.5
+    max_grad_norm: float = traced(0.5)
     """Global-norm gradient clip."""
     adam_eps: float = 1e-5
     """Adam epsilon."""
@@ -75,6 +88,9 @@ class PPOConfig:
     """Running mean/variance observation normaliser; statistics updated once per rollout."""
     normalize_rewards: bool = False
     """Scale rewards by the running std of the discounted return."""
+    normalizer_warmup_steps: int = 0
+    """Env steps per environment of a random policy, before the first update, whose observations and returns
+    seed the normaliser statistics (0: none; only with normalize_observations or normalize_rewards)."""
     obs_clip: float = 10.0
     """Clip range of normalised observations."""
     reward_clip: float = 10.0
@@ -85,12 +101,14 @@ class PPOConfig:
     """Hidden activation: tanh, relu, gelu, silu or elu."""
     network: str = "auto"
     """Torso: mlp (vector obs), cnn (HxWxC image obs, e.g. MinAtar), or auto (by observation rank)."""
+    memory: str = "none"
+    """Recurrent core after the torso: none (feed-forward) or gru (reset where an episode ended)."""
+    memory_size: int = 128
+    """Width of the GRU carry (memory='gru')."""
     init_log_std: float | None = None
     """Initial log-std of the Gaussian policy (continuous actions only); None means 0.0."""
     num_devices: int = 1
-    """Local devices to spread the environments over (multi-device training)."""
-    parallel: str = "shard_map"
-    """How the per-device update is mapped over devices: shard_map (jax.shard_map in jit) or pmap."""
+    """Local devices of each process to spread the environments over."""
 
     def __post_init__(self) -> None:
         self._normalize_number_types()
@@ -106,7 +124,9 @@ class PPOConfig:
                 object.__setattr__(self, f.name, int(value))
             elif isinstance(value, numbers.Real):
                 object.__setattr__(self, f.name, float(value))
-        if isinstance(self.hidden_sizes, (list, tuple)):
+        if isinstance(self.hidden_sizes, list):
+            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
+        if isinstance(self.hidden_sizes, tuple):
             sizes = tuple(int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s
                           for s in self.hidden_sizes)
             object.__setattr__(self, "hidden_sizes", sizes)
@@ -133,9 +153,9 @@ class PPOConfig:
         return self.num_updates * self.batch_size
 
     @property
-    def envs_per_device(self) -> int:
-        """Environments stepped on each device."""
-        return self.num_envs // self.num_devices
+    def recurrent(self) -> bool:
+        """Whether the policy has memory (minibatches are then whole environment sequences)."""
+        return self.memory != "none"
 
     @property
     def value_clip_eps(self) -> float:
@@ -152,11 +172,47 @@ class PPOConfig:
             f"running {self.num_updates} updates = {self.num_env_steps} env steps"
         )
 
+    def envs_per_device(self, num_processes: int = 1) -> int:
+        """Environments stepped on each device when num_processes processes run num_devices devices each."""
+        return self.num_envs // (self.num_devices * num_processes)
+
+    def check_layout(self, num_processes: int = 1) -> None:
+        """ValueError naming the layout when num_envs cannot be split evenly over processes x devices, or the
+        per-device share cannot be cut into the minibatches."""
+        devices = self.num_devices * num_processes
+        layout = f"{num_processes} process(es) x {self.num_devices} device(s) = {devices} device(s)"
+        if self.num_envs % devices:
+            raise ValueError(
+                f"num_envs={self.num_envs}: must be divisible by the {layout} (every device steps the same number "
+                f"of environments); use a multiple of {devices}"
+            )
+        per_device = self.num_envs // devices
+        if self.recurrent:
+            if per_device % self.num_minibatches:
+                raise ValueError(
+                    f"num_minibatches={self.num_minibatches}: with memory, minibatches are groups of whole "
+                    f"environment sequences, so it must divide the {per_device} environments per device "
+                    f"(num_envs={self.num_envs} over {layout})"
+                )
+        elif (per_device * self.num_steps) % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches}: must divide the per-device batch num_envs / devices * "
+                f"num_steps = {per_device} * {self.num_steps} = {per_device * self.num_steps} ({layout}; each "
+                "device holds an equal share of every minibatch)"
+            )
+
     # -------------------------------------------------------------------------------------------- validation
     def validate(self) -> None:
-        """Raise ValueError naming the field, its value and the rule, for the first rule broken."""
-        for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps", "num_devices"):
+        """Raise ValueError naming the field, its value and the rule, for the first rule broken.
+
+        Only the config's own fields are checked; the environment and the device layout are checked when the run
+        is built.
+        """
+        for name in ("num_envs", "num_steps", "num_epochs", "num_minibatches", "total_timesteps", "num_devices",
+                     "memory_size"):
             _check_positive_int(name, getattr(self, name))
+        if not _is_int(self.normalizer_warmup_steps) or self.normalizer_warmup_steps < 0:
+            raise ValueError(f"normalizer_warmup_steps={self.normalizer_warmup_steps!r}: must be an integer >= 0")
         for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_observations",
                      "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):
@@ -170,41 +226,34 @@ class PPOConfig:
         if self.vf_clip_eps is not None:
             _check_number("vf_clip_eps", self.vf_clip_eps, low=0.0, low_inclusive=False)
         if self.init_log_std is not None:
-            _check_number("init_log_std", self.init_log_std)
-        self._validate_layout()
-        self._validate_network()
-        self._validate_env()
-
-    def _validate_layout(self) -> None:
-        if self.batch_size % self.num_minibatches:
+            _check_number("init_log_std", self.init_log_std, low=-20.0, high=20.0)
+        if self.normalizer_warmup_steps and not (self.normalize_observations or self.normalize_rewards):
             raise ValueError(
-                f"num_minibatches={self.num_minibatches}: must divide num_envs * num_steps = "
-                f"{self.num_envs} * {self.num_steps} = {self.batch_size}; pick a divisor of {self.batch_size}"
+                f"normalizer_warmup_steps={self.normalizer_warmup_steps}: only with normalize_observations or "
+                "normalize_rewards; set it to 0"
             )
+        self._validate_counts()
+        self._validate_network()
+        if not isinstance(self.env, str) or not self.env.strip():
+            raise ValueError(f"env={self.env!r}: must be an environment id such as 'CartPole-v1'")
+
+    def _validate_counts(self) -> None:
         if self.total_timesteps < self.batch_size:
             raise ValueError(
                 f"total_timesteps={self.total_timesteps}: must be at least one update of num_envs * num_steps = "
                 f"{self.batch_size} env steps"
             )
-        if self.total_timesteps > MAX_ENV_STEPS:
+        if self.num_updates > MAX_UPDATES:
             raise ValueError(
-                f"total_timesteps={self.total_timesteps}: must be at most {MAX_ENV_STEPS} (int32 step counters); "
-                "split longer runs into several resumed runs"
+                f"total_timesteps={self.total_timesteps}: {self.num_updates} updates of {self.batch_size} steps "
+                f"exceed the {MAX_UPDATES} an int32 update counter holds; use more envs or steps per update"
             )
-        if self.parallel not in PARALLEL_MODES:
-            raise ValueError(f"parallel={self.parallel!r}: must be one of {', '.join(PARALLEL_MODES)}")
         if self.num_envs % self.num_devices:
             raise ValueError(
                 f"num_envs={self.num_envs}: must be divisible by num_devices={self.num_devices} "
                 "(every device steps the same number of environments)"
             )
-        per_device_batch = self.envs_per_device * self.num_steps
-        if per_device_batch % self.num_minibatches:
-            raise ValueError(
-                f"num_minibatches={self.num_minibatches}: must divide the per-device batch "
-                f"num_envs / num_devices * num_steps = {self.envs_per_device} * {self.num_steps} = "
-                f"{per_device_batch} (each device holds an equal share of every minibatch)"
-            )
+        self.check_layout(num_processes=1)
 
     def _validate_network(self) -> None:
         sizes = self.hidden_sizes
@@ -214,43 +263,8 @@ class PPOConfig:
             raise ValueError(f"activation={self.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         if self.network not in NETWORKS:
             raise ValueError(f"network={self.network!r}: must be one of {', '.join(NETWORKS)}")
-
-    def _validate_env(self) -> None:
-        # Imported here: envs.py builds on this module, not the other way round.
-        from jaxppo import envs
-
-        if not isinstance(self.env, str) or not self.env:
-            raise ValueError(f"env={self.env!r}: must be a gymnax environment id such as 'CartPole-v1'")
-        if self.env == CUSTOM_ENV:
-            return  # checked against the instance in make_train
-        registered = envs.registered_env_ids()
-        if self.env not in registered:
-            close = difflib.get_close_matches(self.env, registered, n=4, cutoff=0.4)
-            hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(registered)}"
-            raise ValueError(
-                f"env={self.env!r}: not a registered gymnax environment; {hint} "
-                "(register your own with gymnax.register(id, factory), or use env='custom' and pass "
-                "env=<instance> to make_train)"
-            )
-        env, env_params = envs.make_env(self.env)
-        check_env_compatible(self, env, env_params)
-
-
-def check_env_compatible(config: PPOConfig, env: Any, env_params: Any) -> None:
-    """Raise ValueError if a config option does not fit the environment's spaces."""
-    from jaxppo import envs
-
-    spec = envs.env_spec(env, env_params)
-    if not spec.continuous and config.init_log_std is not None:
-        raise ValueError(
-            f"init_log_std={config.init_log_std}: only for continuous action spaces, but {config.env} has "
-            f"{spec.num_actions} discrete actions; leave it unset"
-        )
-    if config.network == "cnn" and len(spec.obs_shape) != 3:
-        raise ValueError(
-            f"network='cnn': needs image observations [H, W, C], but {config.env} observations have shape "
-            f"{spec.obs_shape}; use network='mlp' or 'auto'"
-        )
+        if self.memory not in MEMORIES:
+            raise ValueError(f"memory={self.memory!r}: must be one of {', '.join(MEMORIES)}")
 
 
 def _is_int(value: Any) -> bool:
@@ -266,6 +280,8 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
                   low_inclusive: bool = True) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name}={value!r}: must be a finite number")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name}={value!r}: must fit a float32 (|value| <= {FLOAT32_MAX:.3g})")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         rule = f"> {low}" if not low_inclusive else f">= {low}"
         raise ValueError(f"{name}={value!r}: must be {rule}")
@@ -273,35 +289,78 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
         raise ValueError(f"{name}={value!r}: must be <= {high}")
 
 
-@struct.dataclass
-class HParams:
-    """Traced hyperparameters (float32 scalars, or a leading batch axis when vmapped over settings).
+def hparam_names() -> tuple[str, ...]:
+    """The traced hyperparameters, in declaration order (the PPOConfig fields marked `traced`)."""
+    return tuple(f.name for f in dataclasses.fields(PPOConfig) if f.metadata.get(_TRACED))
 
-    Defaults come from the config (`HParams.from_config`); override with `.replace(lr=...)`. A batch of settings is
-    an HParams whose leaves have a leading axis, e.g. `stack_hparams([hp_a, hp_b])`, for `jax.vmap(train)(keys, hps)`.
+
+@jax.tree_util.register_pytree_with_keys_class
+class HParams:
+    """Traced hyperparameters: one float32 array per `hparam_names()` (scalars, or a leading batch axis).
+
+    `HParams.from_config(config)` takes the config's values; `.replace(lr=...)` overrides some; a batch of
+    settings (`stack_hparams([hp_a, hp_b])`) is vmapped with `jax.vmap(train, in_axes=(None, 0))(key, hps)`.
+    `vf_clip_eps` is NaN when the config leaves it None: the value clip range then follows clip_eps on every path
+    (`value_clip_eps(hp)`), including `hp.replace(clip_eps=...)`.
     """
 
-    lr: jax.Array
-    clip_eps: jax.Array
-    vf_clip_eps: jax.Array
-    ent_coef: jax.Array
-    vf_coef: jax.Array
-    gamma: jax.Array
-    gae_lambda: jax.Array
-    max_grad_norm: jax.Array
+    __slots__ = ("_values",)
+
+    def __init__(self, **values: Any):
+        names = hparam_names()
+        missing, unknown = set(names) - set(values), set(values) - set(names)
+        if missing or unknown:
+            raise ValueError(f"HParams: missing {sorted(missing)}, unknown {sorted(unknown)}; the traced "
+                             f"hyperparameters are {', '.join(names)}")
+        object.__setattr__(self, "_values", {name: values[name] for name in names})
 
     @classmethod
     def from_config(cls, config: PPOConfig) -> HParams:
-        """The config's numeric hyperparameters as float32 scalars."""
-        values = dict(
-            lr=config.lr, clip_eps=config.clip_eps, vf_clip_eps=config.value_clip_eps, ent_coef=config.ent_coef,
-            vf_coef=config.vf_coef, gamma=config.gamma, gae_lambda=config.gae_lambda,
-            max_grad_norm=config.max_grad_norm,
-        )
-        return cls(**{name: jnp.asarray(value, jnp.float32) for name, value in values.items()})
+        """The config's traced hyperparameters as float32 scalars (vf_clip_eps None -> NaN: follow clip_eps)."""
+        values = {name: getattr(config, name) for name in hparam_names()}
+        values = {name: jnp.asarray(np.nan if value is None else value, jnp.float32) for name, value in values.items()}
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> HParams:
+        """A copy with some values replaced (numbers become float32 arrays)."""
+        unknown = sorted(set(changes) - set(self._values))
+        if unknown:
+            raise ValueError(f"HParams.replace: unknown {unknown}; the traced hyperparameters are "
+                             f"{', '.join(self._values)}")
+        cast = {name: jnp.asarray(np.nan if v is None else v, jnp.float32) if isinstance(v, (int, float, type(None)))
+                else v for name, v in changes.items()}
+        return HParams(**{**self._values, **cast})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return object.__getattribute__(self, "_values")[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("HParams is immutable; use .replace(...)")
+
+    def __repr__(self) -> str:
+        return "HParams(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
+
+    def tree_flatten_with_keys(self):
+        return [(jax.tree_util.GetAttrKey(name), value) for name, value in self._values.items()], None
+
+    @classmethod
+    def tree_unflatten(cls, _aux, children) -> HParams:
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "_values", dict(zip(hparam_names(), children)))
+        return obj
+
+
+def value_clip_eps(hp: HParams) -> jax.Array:
+    """The value clip range in force: vf_clip_eps, or clip_eps where vf_clip_eps is NaN (config value None)."""
+    return jnp.where(jnp.isnan(hp.vf_clip_eps), hp.clip_eps, hp.vf_clip_eps)
 
 
 def stack_hparams(hparams: list[HParams]) -> HParams:
     """Stack settings along a new leading axis, for `jax.vmap` over hyperparameters."""
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *hparams)
-

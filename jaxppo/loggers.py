@@ -1,25 +1,25 @@
-"""Host-side metric sinks: one `MetricsLogger` that fans scalars out to CSV, TensorBoard, Weights & Biases, stdout.
+"""Host-side metric sinks for experiment trackers: TensorBoard and Weights & Biases behind one `MetricsLogger`.
 
+(The run's own files, metrics.csv included, are written by jaxppo.outputs; this module only feeds trackers.)
 Every sink has the same two methods, `log(step, metrics)` and `close()`; `step` counts env steps. Values are
-written as they are, NaN and inf included: a diverging run should show up in the logs, not crash the logger.
+written as they are, NaN and inf included (a diverging run should show up in the logs), except the NaN that
+episode_return / episode_length hold before any episode has ended, which is a placeholder and is left out.
 
-    with make_logger(Path("runs/x"), tensorboard=True, wandb_project=None) as logger:
-        log_metrics_history(logger, jaxppo.outputs.metrics_to_columns(metrics))
+    loggers = make_seed_loggers(Path("runs/x"), seeds=[0, 1], tensorboard=True, wandb_project=None)
+    log_metrics_history(loggers[0], jaxppo.outputs.metrics_columns(metrics), seed=0)
 """
 
 from __future__ import annotations
 
-import csv
-import sys
+import math
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence, TextIO
+from typing import Any, Mapping, Protocol, Sequence
 
 import numpy as np
 
-CSV_NAME = "metrics_log.csv"
 TENSORBOARD_DIR = "tb"
-STEP_COLUMN = "step"
-STDOUT_KEYS = ("episode_return", "episode_length", "policy_loss", "value_loss", "entropy", "approx_kl")
+PLACEHOLDER_NAN = ("episode_return", "episode_length")
+"""Metrics that are NaN until the first episode ends (no value yet): such points are not logged."""
 
 Scalar = int | float
 
@@ -38,60 +38,6 @@ def _plain(value: Any) -> Scalar:
     if np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_:
         return int(array)
     return float(array)
-
-
-class CsvSink:
-    """One row per log call: `step`, then the metrics, in the order of the first call.
-
-    The header is fixed by the first call. If `path` already holds a CSV with the same header the rows are appended
-    (a resumed run continues the file); a different header raises ValueError and leaves the file untouched.
-    Each row is flushed, so a killed run keeps every row it logged.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._handle: TextIO | None = None
-        self._writer: Any = None
-        self._fields: list[str] | None = None
-
-    def log(self, step: int, metrics: Mapping[str, Scalar]) -> None:
-        if STEP_COLUMN in metrics:
-            raise ValueError(f"{self.path}: '{STEP_COLUMN}' is reserved for the step column")
-        if self._fields is None:
-            self._open([STEP_COLUMN, *metrics])
-        if list(metrics) != self._fields[1:]:
-            raise ValueError(f"{self.path}: metrics {list(metrics)} do not match the columns {self._fields[1:]}")
-        self._writer.writerow([int(step), *(_csv_value(v) for v in metrics.values())])
-        self._handle.flush()
-
-    def _open(self, fields: list[str]) -> None:
-        existing = _read_header(self.path)
-        if existing is not None and existing != fields:
-            raise ValueError(f"{self.path}: existing header {existing} differs from {fields}; "
-                             "refusing to append to or overwrite it (use another output directory)")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = open(self.path, "a", newline="")
-        self._writer = csv.writer(self._handle)
-        if existing is None:
-            self._writer.writerow(fields)
-        self._fields = fields
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def _read_header(path: Path) -> list[str] | None:
-    """First row of an existing, non-empty CSV; None when there is no such file."""
-    if not path.exists() or path.stat().st_size == 0:
-        return None
-    with open(path, newline="") as handle:
-        return next(csv.reader(handle), None)
-
-
-def _csv_value(value: Scalar) -> str | int:
-    return value if isinstance(value, int) else repr(float(value))  # repr: shortest exact float; 'nan', 'inf'
 
 
 class TensorBoardSink:
@@ -141,22 +87,6 @@ class WandbSink:
         self._run.finish()
 
 
-class StdoutSink:
-    """One compact line per log call: `step 12,288 | episode_return 21.4 | ...`; `keys=None` prints every metric."""
-
-    def __init__(self, stream: TextIO | None = None, keys: Sequence[str] | None = STDOUT_KEYS):
-        self.stream = stream
-        self.keys = None if keys is None else tuple(keys)
-
-    def log(self, step: int, metrics: Mapping[str, Scalar]) -> None:
-        names = list(metrics) if self.keys is None else [k for k in self.keys if k in metrics]
-        parts = [f"step {int(step):,}"] + [f"{name} {metrics[name]:.4g}" for name in names]
-        print(" | ".join(parts), file=self.stream if self.stream is not None else sys.stdout, flush=True)
-
-    def close(self) -> None:
-        pass
-
-
 class MetricsLogger:
     """Fans each `log(step, metrics)` out to every sink; a context manager that closes them all.
 
@@ -197,34 +127,6 @@ def _close_all(sinks: Sequence[Sink]) -> None:
             error = error or err
     if error is not None:
         raise error
-
-
-def make_logger(out_dir: Path, tensorboard: bool, wandb_project: str | None, wandb_mode: str = "offline",
-                run_name: str | None = None, config: dict[str, Any] | None = None) -> MetricsLogger:
-    """The run's logger: always `out_dir/metrics_log.csv`; TensorBoard in `out_dir/tb` and W&B when asked.
-
-    Args:
-        out_dir: run output directory (created if missing).
-        tensorboard: add a TensorBoardSink writing to `out_dir / "tb"`.
-        wandb_project: W&B project name, or None for no W&B; its files go under `out_dir / "wandb"`.
-        wandb_mode: "offline" (default, no network), "online" or "disabled".
-        run_name: W&B run name; default `out_dir.name`.
-        config: W&B run config (e.g. `jaxppo.outputs.config_to_dict(config)`).
-    Returns:
-        A MetricsLogger; use it as a context manager or call close().
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sinks: list[Sink] = [CsvSink(out_dir / CSV_NAME)]
-    try:
-        if tensorboard:
-            sinks.append(TensorBoardSink(out_dir / TENSORBOARD_DIR))
-        if wandb_project is not None:
-            sinks.append(WandbSink(wandb_project, run_name or out_dir.name, config, mode=wandb_mode, dir=out_dir))
-    except BaseException:
-        _close_all(sinks)
-        raise
-    return MetricsLogger(sinks)
 
 
 def make_seed_loggers(out_dir: Path, seeds: Sequence[int], tensorboard: bool, wandb_project: str | None,
@@ -269,7 +171,7 @@ def log_metrics_history(logger: MetricsLogger, metrics_columns: Mapping[str, np.
 
     Args:
         logger: where to log.
-        metrics_columns: `jaxppo.outputs.metrics_to_columns(metrics)`: {name: array [S, U]}, with `env_steps`.
+        metrics_columns: `jaxppo.outputs.metrics_columns(metrics)`: {name: array [S, U]}, with `env_steps`.
         seed: row of the seed axis to log (an index into S, not the seed value).
     """
     if "env_steps" not in metrics_columns:
@@ -283,4 +185,6 @@ def log_metrics_history(logger: MetricsLogger, metrics_columns: Mapping[str, np.
     columns = {name: np.asarray(column)[seed] for name, column in metrics_columns.items()}
     steps = columns.pop("env_steps")
     for update in range(shape[1]):
-        logger.log(int(steps[update]), {name: column[update] for name, column in columns.items()})
+        values = {name: column[update] for name, column in columns.items()
+                  if not (name in PLACEHOLDER_NAN and not math.isfinite(float(column[update])))}
+        logger.log(int(steps[update]), values)

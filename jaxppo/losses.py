@@ -1,34 +1,50 @@
-"""PPO loss: clipped surrogate, (optionally clipped) value loss and entropy bonus, with diagnostics.
+"""The PPO loss: clipped surrogate, (optionally clipped) value loss and entropy bonus, with diagnostics.
 
-All functions take one device's share of a minibatch (any shape [N, ...]); with an `axis_name` the advantage
-normalisation statistics are those of the whole global minibatch, so the result does not depend on the device count.
+A loss is a parameter of the trainer (`make_train(config, loss_fn=...)`). It receives the parameters, one
+minibatch (`LossInputs`, advantages already normalised with the global minibatch statistics), the traced
+hyperparameters, the config and `evaluate`, which recomputes the action distribution and values of the minibatch
+under the given parameters (replaying whole sequences from their stored carry when the policy has memory). It
+returns (scalar loss, metrics pytree of scalars); every metric leaf becomes a column of the run's metrics.
+Leaf shapes are [N] for feed-forward minibatches and [T, N] for sequences; the losses below are shape-agnostic.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from jaxppo.collectives import pmean
+from jaxppo.config import HParams, PPOConfig, value_clip_eps
+from jaxppo.distributions import Distribution
 
 
 class LossInputs(NamedTuple):
-    """One minibatch. Leading axis N (samples); obs already normalised as the policy saw them."""
+    """One minibatch ([N, ...] samples, or [T, N, ...] sequences with memory)."""
 
-    obs: jax.Array  # float32 [N, *obs]
-    actions: jax.Array  # int32 [N] or float32 [N, D]
-    old_log_probs: jax.Array  # float32 [N]
-    old_values: jax.Array  # float32 [N]
-    advantages: jax.Array  # float32 [N]
-    returns: jax.Array  # float32 [N]
+    obs: jax.Array  # float32: observations as the policy saw them (normalised with the rollout's statistics)
+    first: jax.Array  # bool: the observation starts an episode (resets the carry when replaying sequences)
+    action_mask: jax.Array | None  # bool [..., A] legal actions (None without masks)
+    actions: jax.Array  # int32 or float32 [..., D]
+    old_log_probs: jax.Array  # float32
+    old_values: jax.Array  # float32
+    advantages: jax.Array  # float32 (normalised when config.normalize_advantages)
+    returns: jax.Array  # float32: value targets
+    memory: Any  # network carry at the start of each sequence [N, ...] (() without memory)
+
+
+Evaluate = Callable[[Any, LossInputs], tuple[Distribution, jax.Array]]
+"""evaluate(params, batch) -> (action distribution, values) with the batch's leading shape."""
+
+LossFn = Callable[[Any, LossInputs, HParams, PPOConfig, Evaluate], tuple[jax.Array, Any]]
+"""loss_fn(params, batch, hparams, config, evaluate) -> (loss, metrics pytree of float32 scalars)."""
 
 
 @struct.dataclass
 class LossMetrics:
-    """Scalars of one minibatch (device means; averaged over devices by the update)."""
+    """Scalars of one minibatch (averaged over devices and minibatch steps by the update)."""
 
     total_loss: jax.Array
     policy_loss: jax.Array
@@ -39,7 +55,8 @@ class LossMetrics:
 
 
 def normalize_advantages(advantages: jax.Array, axis_name: str | None = None) -> jax.Array:
-    """(A - mean) / (std + 1e-8), mean and (population) std over the global minibatch."""
+    """(A - mean) / (std + 1e-8), mean and (population) std over the global minibatch (reference version: the
+    update computes the statistics of every minibatch of an epoch at once, see update.advantage_statistics)."""
     mean = pmean(jnp.mean(advantages), axis_name)
     var = pmean(jnp.mean(jnp.square(advantages - mean)), axis_name)
     return (advantages - mean) / (jnp.sqrt(var) + 1e-8)
@@ -49,7 +66,7 @@ def clipped_surrogate_loss(log_probs: jax.Array, old_log_probs: jax.Array, advan
                            clip_eps: jax.Array | float) -> tuple[jax.Array, jax.Array]:
     """mean_i max(-A_i r_i, -A_i clip(r_i, 1 - eps, 1 + eps)), r_i = exp(log pi - log pi_old).
 
-    Returns (loss, ratio [N]). Where the clipped term is the max, its gradient w.r.t. log pi is zero.
+    Returns (loss, ratio). Where the clipped term is the max, its gradient w.r.t. log pi is zero.
     """
     ratio = jnp.exp(log_probs - old_log_probs)
     unclipped = -advantages * ratio
@@ -67,20 +84,19 @@ def value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array, cli
     return 0.5 * jnp.mean(jnp.maximum(unclipped, jnp.square(clipped_values - returns)))
 
 
-def ppo_loss(params, network, batch: LossInputs, clip_eps, vf_clip_eps, ent_coef, vf_coef, *,
-             normalize_adv: bool, clip_value: bool, axis_name: str | None = None) -> tuple[jax.Array, LossMetrics]:
+def ppo_loss(params, batch: LossInputs, hp: HParams, config: PPOConfig,
+             evaluate: Evaluate) -> tuple[jax.Array, LossMetrics]:
     """loss = policy_loss + vf_coef * value_loss - ent_coef * entropy, for one minibatch.
 
-    Returns (loss, LossMetrics). approx_kl is the low-variance estimator mean((r - 1) - log r); clip_fraction is
-    the share of samples with |r - 1| > clip_eps.
+    approx_kl is the low-variance estimator mean((r - 1) - log r); clip_fraction is the share of samples with
+    |r - 1| > clip_eps. The value clip range is hp.vf_clip_eps, or hp.clip_eps when that is NaN (config None).
     """
-    dist, values = network.apply(params, batch.obs)
+    dist, values = evaluate(params, batch)
     log_probs = dist.log_prob(batch.actions)
-    advantages = normalize_advantages(batch.advantages, axis_name) if normalize_adv else batch.advantages
-    pg_loss, ratio = clipped_surrogate_loss(log_probs, batch.old_log_probs, advantages, clip_eps)
-    v_loss = value_loss(values, batch.old_values, batch.returns, vf_clip_eps, clip_value)
+    pg_loss, ratio = clipped_surrogate_loss(log_probs, batch.old_log_probs, batch.advantages, hp.clip_eps)
+    v_loss = value_loss(values, batch.old_values, batch.returns, value_clip_eps(hp), config.clip_value_loss)
     entropy = jnp.mean(dist.entropy())
-    total = pg_loss + vf_coef * v_loss - ent_coef * entropy
+    total = pg_loss + hp.vf_coef * v_loss - hp.ent_coef * entropy
     log_ratio = log_probs - batch.old_log_probs
     metrics = LossMetrics(
         total_loss=total,
@@ -88,6 +104,6 @@ def ppo_loss(params, network, batch: LossInputs, clip_eps, vf_clip_eps, ent_coef
         value_loss=v_loss,
         entropy=entropy,
         approx_kl=jax.lax.stop_gradient(jnp.mean((ratio - 1.0) - log_ratio)),
-        clip_fraction=jax.lax.stop_gradient(jnp.mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32))),
+        clip_fraction=jax.lax.stop_gradient(jnp.mean((jnp.abs(ratio - 1.0) > hp.clip_eps).astype(jnp.float32))),
     )
     return total, metrics

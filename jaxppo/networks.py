@@ -1,80 +1,37 @@
-"""Actor-critic networks (flax linen) and the action distributions they output.
+"""The actor-critic network (flax linen): separate actor and critic, each torso -> [GRU core] -> head.
 
-The actor and the critic are separate networks (no shared torso): an MLP for vector observations, or a small CNN
-followed by an MLP for HxWxC image observations (MinAtar). Orthogonal initialisation as customary for PPO: gain
-sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head, zero biases.
+Torso: an MLP for vector observations, or a 3x3 convolution then an MLP for HxWxC images (MinAtar). With
+memory='gru' each branch runs its torso features through its own `ResetGRU` (jaxppo.memory). Orthogonal
+initialisation as customary for PPO: gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value
+head, zero biases.
+
+Every call is on a time-major sequence: observations [T, B, *obs], `first` [T, B] (the observation starts an
+episode) and a carry [B, ...] (an empty tuple without memory). A feed-forward network treats T * B observations
+independently, so a minibatch of shuffled samples is simply T=1.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxppo.config import PPOConfig
-from jaxppo.envs import EnvSpec
-
-_LOG_2PI = math.log(2.0 * math.pi)
-
-
-class Categorical(NamedTuple):
-    """Categorical distribution over the last axis. logits: float32 [..., A]."""
-
-    logits: jax.Array
-
-    def sample(self, key: jax.Array) -> jax.Array:
-        """int32 [...] actions."""
-        return jax.random.categorical(key, self.logits).astype(jnp.int32)
-
-    def log_prob(self, action: jax.Array) -> jax.Array:
-        """float32 [...] log pi(action)."""
-        log_probs = jax.nn.log_softmax(self.logits)
-        return jnp.take_along_axis(log_probs, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-    def entropy(self) -> jax.Array:
-        """float32 [...]: -sum_a p(a) log p(a)."""
-        log_probs = jax.nn.log_softmax(self.logits)
-        return -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-
-    def mode(self) -> jax.Array:
-        """int32 [...] most likely action."""
-        return jnp.argmax(self.logits, axis=-1).astype(jnp.int32)
-
-
-class DiagGaussian(NamedTuple):
-    """Diagonal Gaussian over the last axis. mean, log_std: float32 [..., D] (log_std broadcast to mean's shape)."""
-
-    mean: jax.Array
-    log_std: jax.Array
-
-    def sample(self, key: jax.Array) -> jax.Array:
-        """float32 [..., D] unclipped actions (clipping to the action space happens at the env boundary only)."""
-        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
-
-    def log_prob(self, action: jax.Array) -> jax.Array:
-        """float32 [...]: sum_d -0.5 ((a_d - mu_d) / sigma_d)^2 - log sigma_d - 0.5 log 2 pi."""
-        z = (action - self.mean) * jnp.exp(-self.log_std)
-        return jnp.sum(-0.5 * jnp.square(z) - self.log_std - 0.5 * _LOG_2PI, axis=-1)
-
-    def entropy(self) -> jax.Array:
-        """float32 [...]: sum_d log sigma_d + 0.5 (1 + log 2 pi)."""
-        log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
-        return jnp.sum(log_std + 0.5 * (1.0 + _LOG_2PI), axis=-1)
-
-    def mode(self) -> jax.Array:
-        return self.mean
-
-
-Distribution = Categorical | DiagGaussian
+from jaxppo.envs.protocol import EnvSpec
+from jaxppo.memory import ResetGRU
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
 
+Carry = Any
+"""Recurrent state of the network: () without memory; (actor [B, H], critic [B, H]) with a GRU."""
 
-def _dense(features: int, gain: float) -> nn.Dense:
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros)
+
+def _dense(features: int, gain: float, name: str | None = None) -> nn.Dense:
+    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros,
+                    name=name)
 
 
 class Torso(nn.Module):
@@ -96,8 +53,7 @@ class Torso(nn.Module):
             # ~18x slower than outside it (jaxlib 0.10.2); this form runs at matmul speed in and out of scans.
             patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (1, 1), "VALID",
                                                            dimension_numbers=("NHWC", "OIHW", "NHWC"))
-            x = nn.relu(nn.Dense(16, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
-                                 bias_init=nn.initializers.zeros, name="conv")(patches))
+            x = nn.relu(_dense(16, math.sqrt(2.0), name="conv")(patches))
         x = x.reshape((x.shape[0], -1))
         act = _ACTIVATIONS[self.activation]
         for width in self.hidden_sizes:
@@ -106,48 +62,90 @@ class Torso(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic. Observations float32 [..., *obs_shape] with any leading axes."""
+    """Separate actor and critic networks over time-major sequences (see the module docstring)."""
 
     obs_rank: int
-    num_outputs: int  # discrete: number of actions; continuous: action dimension
+    num_outputs: int  # discrete: number of actions (logits); continuous: action dimension (Gaussian mean)
     continuous: bool
     hidden_sizes: tuple[int, ...]
     activation: str
     use_cnn: bool
     init_log_std: float
+    memory_size: int = 0  # 0: feed-forward
 
     def setup(self) -> None:
         self.actor_torso = Torso(self.hidden_sizes, self.activation, self.use_cnn)
-        self.actor_head = _dense(self.num_outputs, 0.01)
         self.critic_torso = Torso(self.hidden_sizes, self.activation, self.use_cnn)
+        if self.memory_size:
+            self.actor_core = ResetGRU(self.memory_size)
+            self.critic_core = ResetGRU(self.memory_size)
+        self.actor_head = _dense(self.num_outputs, 0.01)
         self.critic_head = _dense(1, 1.0)
         if self.continuous:
             self.log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.num_outputs,))
 
-    def _flat(self, obs: jax.Array) -> tuple[jax.Array, tuple[int, ...]]:
+    def initial_carry(self, batch_size: int) -> Carry:
+        """The carry at the start of an episode for batch_size environments (() without memory)."""
+        if not self.memory_size:
+            return ()
+        zeros = jnp.zeros((batch_size, self.memory_size), jnp.float32)
+        return (zeros, zeros)
+
+    def _encode(self, torso: nn.Module, obs: jax.Array) -> jax.Array:
         lead = obs.shape[: obs.ndim - self.obs_rank]
-        return obs.reshape((math.prod(lead),) + obs.shape[len(lead):]), lead
+        features = torso(obs.reshape((math.prod(lead),) + obs.shape[len(lead):]))
+        return features.reshape(lead + features.shape[-1:])
 
-    def policy(self, obs: jax.Array) -> Distribution:
-        """Action distribution with batch shape = obs's leading axes."""
-        flat, lead = self._flat(obs)
-        out = self.actor_head(self.actor_torso(flat)).reshape(lead + (self.num_outputs,))
-        if self.continuous:
-            return DiagGaussian(out, jnp.broadcast_to(self.log_std, out.shape))
-        return Categorical(out)
+    def __call__(self, carry: Carry, obs: jax.Array, first: jax.Array) -> tuple[Carry, jax.Array, jax.Array]:
+        """Run the network over a sequence.
 
-    def value(self, obs: jax.Array) -> jax.Array:
-        """float32 [...] state values for obs's leading axes."""
-        flat, lead = self._flat(obs)
-        return self.critic_head(self.critic_torso(flat)).reshape(lead)
+        Args:
+          carry: the carry before step 0 ([B, H] per branch; () without memory).
+          obs: float32 [T, B, *obs_shape] (as the policy sees them: normalised if configured).
+          first: bool [T, B]: obs[t] is the first observation of an episode (resets the carry; unused without
+            memory).
+        Returns:
+          (carry after the last step, policy output float32 [T, B, num_outputs] (logits or Gaussian means),
+          values float32 [T, B]).
+        """
+        actor, critic = self._encode(self.actor_torso, obs), self._encode(self.critic_torso, obs)
+        if self.memory_size:
+            actor_carry, actor = self.actor_core(carry[0], actor, first)
+            critic_carry, critic = self.critic_core(carry[1], critic, first)
+            carry = (actor_carry, critic_carry)
+        return carry, self.actor_head(actor), self.critic_head(critic)[..., 0]
 
-    def __call__(self, obs: jax.Array) -> tuple[Distribution, jax.Array]:
-        return self.policy(obs), self.value(obs)
+    def value_from(self, carry: Carry, obs: jax.Array) -> jax.Array:
+        """float32 [B] value of obs [B, *obs] continuing from carry, never reset (a truncated step's bootstrap:
+        V(final observation, the carry before the auto-reset))."""
+        critic = self._encode(self.critic_torso, obs)
+        if self.memory_size:
+            _, critic = self.critic_core(carry[1], critic[None], jnp.zeros((1, obs.shape[0]), bool))
+            critic = critic[0]
+        return self.critic_head(critic)[..., 0]
+
+    def policy_log_std(self) -> jax.Array:
+        """float32 [D]: the state-independent log-std of the Gaussian policy (continuous actions only)."""
+        return self.log_std
 
 
 def uses_cnn(config: PPOConfig, spec: EnvSpec) -> bool:
     """Whether the torso is convolutional: network='cnn', or 'auto' with HxWxC observations."""
     return config.network == "cnn" or (config.network == "auto" and len(spec.obs_shape) == 3)
+
+
+def check_network_fits(config: PPOConfig, spec: EnvSpec, env_id: str) -> None:
+    """ValueError if a network option does not fit the environment's spaces."""
+    if not spec.continuous and config.init_log_std is not None:
+        raise ValueError(
+            f"init_log_std={config.init_log_std}: only for continuous action spaces, but {env_id} has "
+            f"{spec.num_actions} discrete actions; leave it unset"
+        )
+    if config.network == "cnn" and len(spec.obs_shape) != 3:
+        raise ValueError(
+            f"network='cnn': needs image observations [H, W, C], but {env_id} observations have shape "
+            f"{spec.obs_shape}; use network='mlp' or 'auto'"
+        )
 
 
 def make_network(config: PPOConfig, spec: EnvSpec) -> ActorCritic:
@@ -160,9 +158,21 @@ def make_network(config: PPOConfig, spec: EnvSpec) -> ActorCritic:
         activation=config.activation,
         use_cnn=uses_cnn(config, spec),
         init_log_std=0.0 if config.init_log_std is None else float(config.init_log_std),
+        memory_size=config.memory_size if config.recurrent else 0,
     )
 
 
+def _init_one(network: ActorCritic, spec: EnvSpec, key: jax.Array):
+    obs = jnp.zeros((1, 1) + spec.obs_shape, jnp.float32)
+    return network.init(key, network.initial_carry(1), obs, jnp.ones((1, 1), bool))
+
+
 def init_params(network: ActorCritic, spec: EnvSpec, key: jax.Array):
-    """Network parameters from one key (the same key gives the same parameters on every device)."""
-    return network.init(key, jnp.zeros((1,) + spec.obs_shape, jnp.float32))
+    """Network parameters from one key (the same key gives the same parameters on every device).
+
+    Under `jax.vmap` (seeds, sweeps) the keys are initialised one after another: the orthogonal initialiser's QR
+    decompositions then stay unbatched. jaxlib 0.10's batched LAPACK kernels block an XLA:CPU worker thread while
+    waiting for work queued on the same pool, which deadlocks a vmapped program (see docs/cpu-lapack-hang.md).
+    """
+    init = jax.custom_batching.sequential_vmap(lambda k: _init_one(network, spec, k))
+    return init(key)

@@ -1,8 +1,8 @@
 """Experience collection: one env step as a pure function, and a rollout as `lax.scan` over time.
 
-Randomness is keyed by the *global* environment index (`jax.random.fold_in(step_key, env_id)`), so environment
-e sees the same actions and transitions whichever device steps it: a run on D devices collects the same
-experience as a run on one.
+All randomness of a rollout is drawn before the time loop, in one vectorised pass: environment e at step t uses
+`fold_in(fold_in(key, t), env_id)`, a function of its *global* index alone, so environment e sees the same actions
+and transitions whichever device steps it, and a run on D devices collects the same experience as a run on one.
 """
 
 from __future__ import annotations
@@ -14,17 +14,23 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from jaxppo.agent import Agent, env_action, policy_input
-from jaxppo.envs import EpisodeStats, EpisodeTally, RunningMoments, empty_tally, scale_reward, step_envs, \
-    track_episodes
+from jaxppo.agent import Agent, distribution, env_action, initial_carry, policy_input
+from jaxppo.distributions import action_noise
+from jaxppo.envs import reset_batch, step_batch
+from jaxppo.episodes import EpisodeStats, EpisodeTally, empty_tally, init_episode_stats, track_episodes
+from jaxppo.networks import Carry
+from jaxppo.normalizers import Normalizers, scale_reward
 
 
 @struct.dataclass
 class EnvCarry:
-    """The environments' side of the training state, for B local environments."""
+    """The environments' side of the training state, for B local environments (all fields [B, ...])."""
 
-    env_state: Any  # gymnax state pytree [B, ...]
+    env_state: Any  # the suite's state pytree [B, ...]
     obs: jax.Array  # float32 [B, *obs]: raw observation to act on next
+    action_mask: jax.Array | None  # bool [B, A]: legal actions for obs (None: the env has no masks)
+    first: jax.Array  # bool [B]: obs is the first observation of an episode
+    memory: Carry  # network carry before acting on obs (() without memory)
     episodes: EpisodeStats
     discounted_return: jax.Array  # float32 [B]: running discounted raw return, for reward scaling
 
@@ -34,71 +40,128 @@ class Transition:
     """A rollout, time-major: every field [T, B, ...]."""
 
     obs: jax.Array  # float32 [T, B, *obs] raw observations acted on
+    action_mask: jax.Array | None  # bool [T, B, A] legal actions at obs (None without masks)
+    first: jax.Array  # bool [T, B] obs starts an episode (the network reset its carry before it)
     action: jax.Array  # int32 [T, B] or float32 [T, B, D], unclipped policy sample
     log_prob: jax.Array  # float32 [T, B] log pi_old(action | obs)
     value: jax.Array  # float32 [T, B] V_old(obs)
     reward: jax.Array  # float32 [T, B] reward used for learning (scaled if normalize_rewards)
     terminated: jax.Array  # bool [T, B]
-    truncated: jax.Array  # bool [T, B]
-    final_obs: jax.Array  # float32 [T, B, *obs] raw observation reached, before auto-reset
-    discounted_return: jax.Array  # float32 [T, B] running discounted raw return after the step
+    truncated: jax.Array  # bool [T, B] (never together with terminated)
+    bootstrap_value: jax.Array  # float32 [T, B] V_old(final obs, carry before the reset) where truncated, else 0
+    discounted_return: jax.Array | None  # float32 [T, B] running discounted raw return (normalize_rewards only)
+    invalid_masks: jax.Array | None  # float32 [T]: environments whose mask allowed no action (masks only)
 
 
-def per_env_keys(key: jax.Array, env_ids: jax.Array) -> jax.Array:
-    """One key per environment, a function of the global env index alone. env_ids: int32 [B] -> keys [B]."""
-    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, env_ids)
+def env_keys(key: jax.Array, num_steps: int, env_ids: jax.Array) -> jax.Array:
+    """Keys [T, B]: entry (t, e) = fold_in(fold_in(key, t), env_ids[e]), a function of the global env index."""
+    per_step = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_steps))
+    return jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None))(per_step, env_ids)
 
 
-def env_step(agent: Agent, params, carry: EnvCarry, tally: EpisodeTally, key: jax.Array, env_ids: jax.Array,
-             obs_moments: RunningMoments, reward_moments: RunningMoments,
-             gamma: jax.Array) -> tuple[EnvCarry, EpisodeTally, Transition]:
-    """Act in and step B environments once; episodes that end are added to the tally.
+def rollout_randomness(agent: Agent, key: jax.Array, num_steps: int,
+                       env_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """All randomness of a rollout at once: (action noise float32 [T, B, A or D], env step keys [T, B])."""
+    keys = env_keys(key, num_steps, env_ids)
+    act_keys, step_keys = jnp.moveaxis(jax.vmap(jax.vmap(jax.random.split))(keys), 2, 0)
+    noise = jax.vmap(jax.vmap(lambda k: action_noise(agent.spec.continuous, k, agent.spec.num_actions)))(act_keys)
+    return noise, step_keys
 
-    Returns (carry, tally, transition without the time axis).
+
+def reset_envs(agent: Agent, key: jax.Array, env_ids: jax.Array) -> EnvCarry:
+    """Fresh environments for the global indices env_ids [B]; env e is reset with fold_in(key, e)."""
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, env_ids)
+    env_state, obs, mask = reset_batch(agent.env, keys)
+    num_envs = env_ids.shape[0]
+    return EnvCarry(env_state=env_state, obs=obs, action_mask=mask, first=jnp.ones((num_envs,), bool),
+                    memory=initial_carry(agent, num_envs), episodes=init_episode_stats(num_envs),
+                    discounted_return=jnp.zeros((num_envs,), jnp.float32))
+
+
+def _bootstrap_values(agent: Agent, params, memory: Carry, final_obs: jax.Array, truncated: jax.Array,
+                      normalizers: Normalizers) -> jax.Array:
+    """float32 [B]: V(final obs, carry before the reset) where truncated, else 0; computed only if any truncated."""
+
+    def values(_):
+        x = policy_input(agent.config, final_obs, normalizers)
+        v = agent.network.apply(params, memory, x, method=agent.network.value_from)
+        return jnp.where(truncated, v, 0.0)
+
+    return lax.cond(jnp.any(truncated), values, lambda _: jnp.zeros(truncated.shape, jnp.float32), None)
+
+
+def env_step(agent: Agent, params, carry: EnvCarry, tally: EpisodeTally, noise: jax.Array, step_keys: jax.Array,
+             normalizers: Normalizers, gamma: jax.Array) -> tuple[EnvCarry, EpisodeTally, Transition]:
+    """Act in and step B environments once with pre-drawn randomness; episodes that end go to the tally.
+
+    Args:
+      noise: float32 [B, A or D] action noise; step_keys: [B] env step keys.
+    Returns:
+      (carry, tally, transition without the time axis).
     """
     config = agent.config
-    keys = per_env_keys(key, env_ids)
-    act_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-    dist, value = agent.network.apply(params, policy_input(config, carry.obs, obs_moments))
-    action = jax.vmap(lambda d, k: d.sample(k))(dist, act_keys)
+    x = policy_input(config, carry.obs, normalizers)
+    memory, policy_out, value = agent.network.apply(params, carry.memory, x[None], carry.first[None])
+    dist = distribution(agent, params, policy_out[0], carry.action_mask)
+    action = dist.sample_from(noise)
     log_prob = dist.log_prob(action)
-    step = step_envs(agent.env, agent.env_params, step_keys, carry.env_state, env_action(agent.spec, action))
+    env_state, step = step_batch(agent.env, step_keys, carry.env_state, env_action(agent.spec, action))
     done = step.terminated | step.truncated
-    discounted_return = carry.discounted_return * gamma + step.reward
+    bootstrap = _bootstrap_values(agent, params, memory, step.final_obs, step.truncated, normalizers)
     reward = step.reward
+    discounted_return = None
     if config.normalize_rewards:
-        reward = scale_reward(reward_moments, step.reward, config.reward_clip)
+        discounted_return = carry.discounted_return * gamma + step.reward
+        reward = scale_reward(normalizers.reward, step.reward, config.reward_clip)
     episodes, tally = track_episodes(carry.episodes, tally, step.reward, done)
+    invalid = None
+    if step.action_mask is not None:
+        invalid = jnp.sum(~jnp.any(step.action_mask, axis=-1)).astype(jnp.float32)
     transition = Transition(
-        obs=carry.obs, action=action, log_prob=log_prob, value=value, reward=reward,
-        terminated=step.terminated, truncated=step.truncated, final_obs=step.final_obs,
-        discounted_return=discounted_return,
+        obs=carry.obs, action_mask=carry.action_mask, first=carry.first, action=action, log_prob=log_prob,
+        value=value[0], reward=reward, terminated=step.terminated, truncated=step.truncated,
+        bootstrap_value=bootstrap, discounted_return=discounted_return, invalid_masks=invalid,
     )
     carry = EnvCarry(
-        env_state=step.env_state, obs=step.obs, episodes=episodes,
-        discounted_return=jnp.where(done, 0.0, discounted_return),
+        env_state=env_state, obs=step.obs, action_mask=step.action_mask, first=done, memory=memory,
+        episodes=episodes,
+        discounted_return=carry.discounted_return if discounted_return is None else jnp.where(done, 0.0,
+                                                                                             discounted_return),
     )
     return carry, tally, transition
 
 
-def rollout(agent: Agent, params, carry: EnvCarry, key: jax.Array, env_ids: jax.Array,
-            obs_moments: RunningMoments, reward_moments: RunningMoments,
-            gamma: jax.Array) -> tuple[EnvCarry, Transition, EpisodeTally]:
-    """Collect config.num_steps steps from B environments with fixed params and normaliser statistics.
+def rollout(agent: Agent, params, carry: EnvCarry, key: jax.Array, env_ids: jax.Array, normalizers: Normalizers,
+            gamma: jax.Array, num_steps: int | None = None) -> tuple[EnvCarry, Transition, EpisodeTally]:
+    """Collect num_steps (default config.num_steps) steps from B environments with fixed params and statistics.
 
     Args:
-      key: one key for the whole rollout; step t uses fold_in(key, t), env e fold_in(that, env_ids[e]).
+      key: one key for the whole rollout (see env_keys).
       env_ids: int32 [B] global indices of the local environments.
       gamma: discount of the running return that reward scaling divides by.
     Returns:
       (carry after the rollout, Transition [T, B, ...], tally of episodes completed in the rollout).
     """
+    num_steps = agent.config.num_steps if num_steps is None else num_steps
+    noise, step_keys = rollout_randomness(agent, key, num_steps, env_ids)
 
-    def body(loop, t):
+    def body(loop, xs):
         carry, tally = loop
-        carry, tally, transition = env_step(agent, params, carry, tally, jax.random.fold_in(key, t), env_ids,
-                                            obs_moments, reward_moments, gamma)
+        carry, tally, transition = env_step(agent, params, carry, tally, xs[0], xs[1], normalizers, gamma)
         return (carry, tally), transition
 
-    (carry, tally), transitions = lax.scan(body, (carry, empty_tally()), jnp.arange(agent.config.num_steps))
+    (carry, tally), transitions = lax.scan(body, (carry, empty_tally()), (noise, step_keys))
     return carry, transitions, tally
+
+
+def next_values(agent: Agent, params, carry: EnvCarry, traj: Transition, normalizers: Normalizers) -> jax.Array:
+    """float32 [T, B]: the value each step bootstraps from (GAE's v_next).
+
+    Truncated steps: V(final observation, carry before the reset), from the rollout. Other steps: the value of
+    the next observation, which the rollout already computed (the next step's value; after the last step, the
+    value of the carry's observation, computed here). Terminated steps bootstrap with 0 in GAE whatever this holds.
+    """
+    x = policy_input(agent.config, carry.obs, normalizers)
+    _, _, last = agent.network.apply(params, carry.memory, x[None], carry.first[None])
+    following = jnp.concatenate([traj.value[1:], last], axis=0)
+    return jnp.where(traj.truncated, traj.bootstrap_value, following)

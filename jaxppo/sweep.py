@@ -12,7 +12,6 @@ exactly like `jaxppo train --seed SEED --num-seeds N`, so a sweep row is reprodu
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import itertools
 import math
@@ -23,10 +22,10 @@ import jax
 import numpy as np
 
 from jaxppo import outputs
-from jaxppo.config import HParams, PPOConfig, stack_hparams
+from jaxppo.config import HParams, PPOConfig, hparam_names, stack_hparams
 from jaxppo.train import make_train
 
-SWEEPABLE = tuple(f.name for f in dataclasses.fields(HParams))
+SWEEPABLE = hparam_names()
 """Names that can be swept: the traced hyperparameters."""
 
 SCALES = ("linear", "log")
@@ -141,7 +140,7 @@ def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, ran
     _, metrics = jax.block_until_ready(sweep_fn(keys, hparams))
     episode_return = np.asarray(metrics.episode_return, np.float64)
     finals = np.stack([outputs.final_returns(curves) for curves in episode_return])
-    env_steps = np.asarray(metrics.env_steps)[0, 0]
+    env_steps = np.asarray(metrics.env_steps)[0, 0]  # Metrics.env_steps is computed on the host (int64)
     return SweepResult(config, settings, seeds, finals, episode_return, env_steps)
 
 
@@ -172,15 +171,9 @@ def write_sweep(result: SweepResult, out_dir: Path) -> None:
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = summary_table(result)
-    names = list(result.settings[0])
-    with open(out_dir / "sweep.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(names + ["mean", "std", "min", "max", "returns"])
-        for row, finals in zip(rows, result.final_returns):
-            writer.writerow([repr(row[n]) for n in names] + [repr(row[k]) for k in ("mean", "std", "min", "max")]
-                            + [";".join(repr(float(r)) for r in finals)])
+    outputs.write_sweep_csv(out_dir / outputs.SWEEP_CSV, list(result.settings[0]), summary_table(result),
+                            result.final_returns)
     labels = [setting_label(setting) for setting in result.settings]
-    plot_curves(result.env_steps, list(result.episode_return), labels, out_dir / "sweep.png",
+    plot_curves(result.env_steps, list(result.episode_return), labels, out_dir / outputs.SWEEP_PNG,
                 title=f"{result.config.env}: sweep over {len(result.settings)} setting(s) x {len(result.seeds)} "
                       "seed(s)", band="std")

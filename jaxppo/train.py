@@ -2,8 +2,9 @@
 
     train = scan over updates of: rollout (scan over time) -> GAE (reverse scan) -> epochs of minibatch steps
 
-The per-device pieces (`init_state`, `update_step`) take an optional `axis_name`; `make_train` runs them on one
-device, and `jaxppo.distributed` maps the very same functions over devices.
+The per-device pieces (`init_state`, `update_step`) take an optional `axis_name`; on several devices (and
+processes) `make_train_parts` maps the very same functions with `jaxppo.distributed.map_over_devices`, splitting
+the fields of the state that are per environment (`TrainState.env`) and replicating the rest.
 """
 
 from __future__ import annotations
@@ -15,129 +16,194 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
-from jaxppo.agent import Agent, make_agent, policy_input
+from jaxppo import distributed
 from jaxppo.advantages import gae
-from jaxppo.collectives import device_index, pmean, replicas_in_sync
+from jaxppo.agent import Agent, make_agent, policy_input
+from jaxppo.collectives import (DEVICE_AXIS, Moments, combine_moments, device_index, gather, local_moments,
+                                replicas_in_sync)
 from jaxppo.config import HParams, PPOConfig
-from jaxppo.envs import RunningMoments, close_tally, init_episode_stats, init_moments, reset_envs, update_moments
-from jaxppo.losses import LossInputs
+from jaxppo.episodes import EpisodeTally, close_tally
+from jaxppo.losses import LossFn, LossInputs, ppo_loss
 from jaxppo.networks import init_params
-from jaxppo.rollout import EnvCarry, per_env_keys, rollout
-from jaxppo.update import annealed_lr, init_optimizer_state, run_epochs
+from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
+from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
+from jaxppo.update import (StepMetrics, advantage_statistics, annealed_lr, epoch_minibatches, init_optimizer_state,
+                           layout_batch, local_advantage_moments, run_epochs)
 
 
 @struct.dataclass
 class TrainState:
-    """Everything a run carries from one update to the next; arrays only. Env fields are per device."""
+    """Everything a run carries from one update to the next; arrays only. `env` fields are per environment."""
 
     params: Any  # network parameters: what make_policy / make_value_fn take
-    opt_state: Any  # optax state (clip -> Adam -> lr)
-    env: EnvCarry  # env states, last observations, episode statistics of the local environments
-    obs_moments: RunningMoments  # observation normaliser (unused unless normalize_observations)
-    reward_moments: RunningMoments  # discounted-return moments for reward scaling (unused unless normalize_rewards)
+    opt_state: Any  # Adam state of the flat parameter vector
+    env: EnvCarry  # env states, last observations, carries and episode statistics of the local environments
+    normalizers: Normalizers  # observation / return statistics (unused unless normalize_observations / _rewards)
     key: jax.Array  # PRNG key for the next update (replicated)
     update_step: jax.Array  # int32 []: updates done
 
 
 @struct.dataclass
 class Metrics:
-    """One update's metrics (scalars); stacked by train into arrays with a leading [num_updates] axis."""
+    """One update's metrics (scalars); stacked into arrays with a leading [num_updates] axis by `train`.
 
-    episode_return: jax.Array  # mean raw return of episodes completed in this update (previous value if none)
-    episode_length: jax.Array  # their mean length (previous value if none)
-    episodes_completed: jax.Array  # how many completed (0: the two fields above repeat the previous update)
-    env_steps: jax.Array  # int32, cumulative env steps over all devices and processes
-    policy_loss: jax.Array
-    value_loss: jax.Array
-    entropy: jax.Array
-    total_loss: jax.Array
-    approx_kl: jax.Array
-    clip_fraction: jax.Array
-    explained_variance: jax.Array  # 1 - Var(returns - values) / Var(returns), over the rollout batch
+    `env_steps` (a property: update * steps_per_update, exact as int64 on the host) counts env steps over all
+    devices and processes after the update.
+    """
+
+    update: jax.Array  # int32: updates done after this one (1-based index of the update)
+    episode_return: jax.Array  # mean raw return of episodes that ended in this update; previous value if none;
+    episode_length: jax.Array  # their mean length                                       NaN before the first
+    episodes_completed: jax.Array  # how many ended (0: the two fields above repeat the previous update)
+    loss: Any  # the loss function's metrics (ppo_loss: LossMetrics), means over the update's minibatch steps
     grad_norm: jax.Array  # global norm of the averaged gradient before clipping, mean over minibatch steps
+    explained_variance: jax.Array  # 1 - Var(returns - values) / Var(returns), over the rollout batch
     learning_rate: jax.Array
-    replicas_in_sync: jax.Array  # bool: parameters identical on every device after the update (True on one device)
+    invalid_action_masks: jax.Array | None  # observations whose mask allowed no action (None without masks)
+    replicas_in_sync: jax.Array | None  # parameters identical on every device (None unless check_replicas)
+    steps_per_update: int = struct.field(pytree_node=False, default=0)
+
+    @property
+    def env_steps(self) -> np.ndarray:
+        """int64 [...]: cumulative env steps after each update (computed on the host: exact beyond 2^31)."""
+        return np.asarray(self.update, np.int64) * self.steps_per_update
 
 
-def local_env_ids(config: PPOConfig, axis_name: str | None) -> jax.Array:
+ProgressFn = Callable[[dict[str, np.ndarray]], None]
+
+
+def local_env_ids(agent: Agent, axis_name: str | None) -> jax.Array:
     """int32 [B_local]: global indices of the environments this device steps."""
-    return device_index(axis_name) * config.envs_per_device + jnp.arange(config.envs_per_device, dtype=jnp.int32)
+    per_device = agent.config.envs_per_device(jax.process_count())
+    return device_index(axis_name) * per_device + jnp.arange(per_device, dtype=jnp.int32)
 
 
 def init_state(agent: Agent, key: jax.Array, axis_name: str | None = None) -> TrainState:
     """Initial state from the run key: identical parameters everywhere, local envs reset by global index."""
     config = agent.config
-    params_key, reset_key, loop_key = jax.random.split(key, 3)
+    params_key, reset_key, loop_key, warmup_key = jax.random.split(key, 4)
     params = init_params(agent.network, agent.spec, params_key)
-    obs, env_state = reset_envs(agent.env, agent.env_params, per_env_keys(reset_key, local_env_ids(config, axis_name)))
-    carry = EnvCarry(
-        env_state=env_state, obs=obs, episodes=init_episode_stats(config.envs_per_device),
-        discounted_return=jnp.zeros((config.envs_per_device,), jnp.float32),
-    )
+    env_ids = local_env_ids(agent, axis_name)
+    normalizers = init_normalizers(agent.spec.obs_shape)
+    if config.normalizer_warmup_steps:
+        normalizers = warm_up_normalizers(agent, params, normalizers, warmup_key, env_ids, axis_name)
     return TrainState(
-        params=params, opt_state=init_optimizer_state(config, params), env=carry,
-        obs_moments=init_moments(agent.spec.obs_shape), reward_moments=init_moments(()),
-        key=loop_key, update_step=jnp.zeros((), jnp.int32),
+        params=params, opt_state=init_optimizer_state(config, params), env=reset_envs(agent, reset_key, env_ids),
+        normalizers=normalizers, key=loop_key, update_step=jnp.zeros((), jnp.int32),
     )
 
 
-def explained_variance(values: jax.Array, returns: jax.Array, axis_name: str | None = None) -> jax.Array:
+def warm_up_normalizers(agent: Agent, params, normalizers: Normalizers, key: jax.Array, env_ids: jax.Array,
+                        axis_name: str | None) -> Normalizers:
+    """Statistics of config.normalizer_warmup_steps steps of the initial policy in separate, fresh environments.
+
+    The trained environments are reset apart from these, and warm-up steps do not count as training steps.
+    """
+    config = agent.config
+    reset_key, rollout_key = jax.random.split(key)
+    carry = reset_envs(agent, reset_key, env_ids)
+    # The initial policy acts on raw observations: its statistics are what is being measured.
+    _, traj, _ = rollout(agent, params, carry, rollout_key, env_ids, normalizers,
+                         jnp.asarray(config.gamma, jnp.float32), num_steps=config.normalizer_warmup_steps)
+    stats = rollout_statistics(agent, traj, EpisodeTally(*(jnp.zeros(()),) * 3), axis_name)
+    return update_normalizers(agent, normalizers, stats, traj.obs.shape[0] * traj.obs.shape[1])
+
+
+class RolloutStatistics(NamedTuple):
+    """Per-device statistics of one rollout, gathered from every device in one collective ([D, ...] leaves)."""
+
+    tally: Any  # float32 [D, 3]: episodes' return sum, length sum, count
+    obs: Moments | None  # [D, *obs] (normalize_observations)
+    returns: Moments | None  # [D] discounted raw returns (normalize_rewards)
+    extra: Any  # what the caller added (explained variance and advantage moments in an update)
+
+
+def rollout_statistics(agent: Agent, traj: Transition, tally: EpisodeTally, axis_name: str | None,
+                       extra: Any = ()) -> RolloutStatistics:
+    """Gather every statistic of a rollout that must be global, with one all-gather."""
+    config = agent.config
+    obs_axes = tuple(range(2))
+    local = RolloutStatistics(
+        tally=jnp.stack([tally.return_sum, tally.length_sum, tally.count]),
+        obs=local_moments(traj.obs, obs_axes) if config.normalize_observations else None,
+        returns=local_moments(traj.discounted_return, obs_axes) if config.normalize_rewards else None,
+        extra=extra,
+    )
+    return gather(local, axis_name)
+
+
+def update_normalizers(agent: Agent, normalizers: Normalizers, stats: RolloutStatistics,
+                       count_per_device: int) -> Normalizers:
+    """Merge the gathered rollout statistics into the normaliser statistics that are switched on."""
+    config = agent.config
+    obs_moments, reward_moments = normalizers.obs, normalizers.reward
+    if config.normalize_observations:
+        obs_moments = merge_moments(obs_moments, stats.obs, count_per_device)
+    if config.normalize_rewards:
+        reward_moments = merge_moments(reward_moments, stats.returns, count_per_device)
+    return Normalizers(obs=obs_moments, reward=reward_moments)
+
+
+def explained_variance_moments(values: jax.Array, returns: jax.Array) -> Moments:
+    """Local Moments [2] of (returns, returns - values) over the rollout."""
+    both = jnp.stack([returns, returns - values])
+    return local_moments(both, (1, 2))
+
+
+def explained_variance(gathered: Moments, count_per_device: int) -> jax.Array:
     """1 - Var(returns - values) / Var(returns) over the global batch; 0 when Var(returns) is 0."""
-    def variance(x):
-        mean = pmean(jnp.mean(x), axis_name)
-        return pmean(jnp.mean(jnp.square(x - mean)), axis_name)
-
-    var_returns = variance(returns)
-    return jnp.where(var_returns > 0, 1.0 - variance(returns - values) / jnp.where(var_returns > 0, var_returns, 1.0),
-                     0.0)
+    _, var = combine_moments(gathered, count_per_device)
+    var_returns, var_error = var[0], var[1]
+    return jnp.where(var_returns > 0, 1.0 - var_error / jnp.where(var_returns > 0, var_returns, 1.0), 0.0)
 
 
-def update_step(agent: Agent, state: TrainState, hp: HParams,
-                axis_name: str | None = None) -> tuple[TrainState, Metrics]:
+def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, axis_name: str | None = None,
+                check_replicas: bool = False) -> tuple[TrainState, Metrics]:
     """One PPO update on this device's environments: rollout -> GAE -> epochs -> normaliser statistics."""
     config = agent.config
     lr = annealed_lr(config, hp.lr, state.update_step)
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
-    env_ids = local_env_ids(config, axis_name)
-    carry, traj, tally = rollout(agent, state.params, state.env, rollout_key, env_ids, state.obs_moments,
-                                 state.reward_moments, hp.gamma)
-    episodes, mean_return, mean_length, completed = close_tally(carry.episodes, tally, axis_name)
+    env_ids = local_env_ids(agent, axis_name)
+    carry, traj, tally = rollout(agent, state.params, state.env, rollout_key, env_ids, state.normalizers, hp.gamma)
 
+    values_next = next_values(agent, state.params, carry, traj, state.normalizers)
+    advantages, returns = gae(traj.reward, traj.value, values_next, traj.terminated, traj.terminated | traj.truncated,
+                              hp.gamma, hp.gae_lambda)
     # The update sees observations exactly as the policy saw them: normalised with the pre-update statistics.
-    obs = policy_input(config, traj.obs, state.obs_moments)
-    next_values = agent.network.apply(state.params, policy_input(config, traj.final_obs, state.obs_moments),
-                                      method=agent.network.value)
-    advantages, returns = gae(traj.reward, traj.value, next_values, traj.terminated,
-                              traj.terminated | traj.truncated, hp.gamma, hp.gae_lambda)
-    batch = LossInputs(obs=obs, actions=traj.action, old_log_probs=traj.log_prob, old_values=traj.value,
-                       advantages=advantages, returns=returns)
-    params, opt_state, step_metrics = run_epochs(agent, state.params, state.opt_state, batch, hp, lr, epoch_key,
-                                                 env_ids[0], axis_name)
+    batch = layout_batch(config, LossInputs(
+        obs=policy_input(config, traj.obs, state.normalizers), first=traj.first, action_mask=traj.action_mask,
+        actions=traj.action, old_log_probs=traj.log_prob, old_values=traj.value, advantages=advantages,
+        returns=returns, memory=state.env.memory))
+    indices = epoch_minibatches(config, epoch_key, env_ids.shape[0], env_ids[0])
 
-    obs_moments, reward_moments = state.obs_moments, state.reward_moments
-    if config.normalize_observations:
-        obs_moments = update_moments(obs_moments, traj.obs.reshape((-1,) + agent.spec.obs_shape), axis_name)
-    if config.normalize_rewards:
-        reward_moments = update_moments(reward_moments, traj.discounted_return.reshape(-1), axis_name)
+    # Every global statistic of this update in one all-gather.
+    invalid = None if traj.invalid_masks is None else jnp.sum(traj.invalid_masks)
+    extra = (explained_variance_moments(traj.value, returns),
+             local_advantage_moments(config, batch.advantages, indices), invalid)
+    stats = rollout_statistics(agent, traj, tally, axis_name, extra)
+    batch_per_device = traj.reward.size
+    ev_moments, adv_moments, invalid = stats.extra
+    adv_mean, adv_std = advantage_statistics(adv_moments, batch_per_device // config.num_minibatches)
+
+    params, opt_state, step_metrics = run_epochs(agent, loss_fn, state.params, state.opt_state, batch, indices,
+                                                 adv_mean, adv_std, hp, lr, axis_name)
+    episodes, summary = close_tally(carry.episodes, EpisodeTally(*jnp.sum(stats.tally, axis=0)))
+    normalizers = update_normalizers(agent, state.normalizers, stats, batch_per_device)
 
     update_count = state.update_step + 1
-    loss = step_metrics.loss
     metrics = Metrics(
-        episode_return=mean_return, episode_length=mean_length, episodes_completed=completed,
-        env_steps=update_count * (config.batch_size * jax.process_count()),
-        policy_loss=loss.policy_loss, value_loss=loss.value_loss, entropy=loss.entropy, total_loss=loss.total_loss,
-        approx_kl=loss.approx_kl, clip_fraction=loss.clip_fraction,
-        explained_variance=explained_variance(traj.value, returns, axis_name),
-        grad_norm=step_metrics.grad_norm, learning_rate=lr,
-        replicas_in_sync=replicas_in_sync(params, axis_name),
+        update=update_count, episode_return=summary.mean_return, episode_length=summary.mean_length,
+        episodes_completed=summary.completed, loss=step_metrics.loss, grad_norm=step_metrics.grad_norm,
+        explained_variance=explained_variance(ev_moments, batch_per_device), learning_rate=lr,
+        invalid_action_masks=None if invalid is None else jnp.sum(invalid),
+        replicas_in_sync=replicas_in_sync(params, axis_name) if check_replicas else None,
+        steps_per_update=config.batch_size,
     )
     state = TrainState(params=params, opt_state=opt_state, env=carry.replace(episodes=episodes),
-                       obs_moments=obs_moments, reward_moments=reward_moments, key=key, update_step=update_count)
+                       normalizers=normalizers, key=key, update_step=update_count)
     return state, metrics
-
-
-ProgressFn = Callable[[dict[str, np.ndarray]], None]
 
 
 def progress_interval(config: PPOConfig) -> int:
@@ -145,13 +211,19 @@ def progress_interval(config: PPOConfig) -> int:
     return max(1, config.num_updates // 100)
 
 
-def emit_progress(config: PPOConfig, progress_fn: ProgressFn | None, metrics: Metrics) -> None:
-    """Call progress_fn on the host every progress_interval updates and at the last one (never per env step)."""
+def emit_progress(config: PPOConfig, progress_fn: ProgressFn | None, index: jax.Array, last_index: jax.Array | int,
+                  metrics: Metrics, axis_name: str | None) -> None:
+    """Call progress_fn on the host every progress_interval updates of a chunk and at its last update.
+
+    The predicate depends only on the scan index, the chunk length and the device index, never on vmapped values,
+    so under `jax.vmap` over seeds it stays a real branch (a batched predicate would run the callback every
+    update), and only the first device reports.
+    """
     if progress_fn is None:
         return
-    update = metrics.env_steps // (config.batch_size * jax.process_count())
-    due = (update % progress_interval(config) == 0) | (update == config.num_updates)
-    payload = {"update": update, "env_steps": metrics.env_steps, "episode_return": metrics.episode_return,
+    due = ((index + 1) % progress_interval(config) == 0) | (index == last_index)
+    due = due & (index <= last_index) & (device_index(axis_name) == 0)
+    payload = {"update": metrics.update, "episode_return": metrics.episode_return,
                "episode_length": metrics.episode_length}
 
     def send(payload):
@@ -160,54 +232,109 @@ def emit_progress(config: PPOConfig, progress_fn: ProgressFn | None, metrics: Me
     lax.cond(due, send, lambda _: None, payload)
 
 
-def run_updates(agent: Agent, state: TrainState, hp: HParams, num_updates: int, axis_name: str | None = None,
-                progress_fn: ProgressFn | None = None) -> tuple[TrainState, Metrics]:
-    """num_updates updates as one lax.scan; metrics stacked along a leading [num_updates] axis."""
+def run_updates(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, num_updates: int,
+                axis_name: str | None = None, progress_fn: ProgressFn | None = None, check_replicas: bool = False,
+                num_valid: jax.Array | None = None) -> tuple[TrainState, Metrics]:
+    """num_updates updates as one lax.scan; metrics stacked along a leading [num_updates] axis.
 
-    def body(state, _):
-        state, metrics = update_step(agent, state, hp, axis_name)
-        emit_progress(agent.config, progress_fn, metrics)
-        return state, metrics
+    With num_valid (int32 [], not vmapped) only the first num_valid updates run and the rest leave the state as it
+    is (their metrics are zeros): one compiled chunk program then serves chunks of any length up to num_updates.
+    """
 
-    return lax.scan(body, state, None, length=num_updates)
+    def update(state):
+        return update_step(agent, loss_fn, state, hp, axis_name, check_replicas)
+
+    if num_valid is None:
+        def body(state, index):
+            state, metrics = update(state)
+            emit_progress(agent.config, progress_fn, index, num_updates - 1, metrics, axis_name)
+            return state, metrics
+    else:
+        metrics_shape = jax.eval_shape(lambda s: update(s)[1], state)
+
+        def skip(state):
+            return state, jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), metrics_shape)
+
+        def body(state, index):
+            state, metrics = lax.cond(index < num_valid, update, skip, state)
+            emit_progress(agent.config, progress_fn, index, num_valid - 1, metrics, axis_name)
+            return state, metrics
+
+    return lax.scan(body, state, jnp.arange(num_updates))
 
 
 class TrainParts(NamedTuple):
     """A run split in two pure functions, so long runs can be cut into compiled chunks.
 
-    init(key) -> TrainState; run(state, hparams, num_updates) -> (TrainState, Metrics [num_updates]).
-    `run` continues exactly where `state` stands (update counter, keys, learning-rate schedule), so any split of
-    config.num_updates into chunks gives the result of one uninterrupted `train(key)`. num_updates is static.
+    init(key) -> TrainState; run(state, hparams, num_updates, num_valid=None) -> (TrainState, Metrics
+    [num_updates]). `run` continues exactly where `state` stands (update counter, keys, learning-rate schedule),
+    so any split of config.num_updates into chunks gives the result of one uninterrupted `train(key)`.
+    num_updates is static; num_valid (see run_updates) lets one program run shorter chunks.
     """
 
     init: Callable[[jax.Array], TrainState]
-    run: Callable[[TrainState, HParams, int], tuple[TrainState, Metrics]]
+    run: Callable[..., tuple[TrainState, Metrics]]
+    agent: Agent
 
 
-def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
-                     progress_fn: ProgressFn | None = None) -> TrainParts:
-    """init/run for this config: on one device here, over config.num_devices via jaxppo.distributed."""
-    if config.num_devices > 1:
-        from jaxppo.distributed import make_distributed_parts
+def state_partition(state: TrainState) -> TrainState:
+    """PartitionSpecs of a TrainState: per-environment arrays split over the device axis, the rest replicated."""
+    env_specs = jax.tree.map(lambda x: P(DEVICE_AXIS) if x.ndim >= 1 else P(), state.env)
+    return jax.tree.map(lambda _: P(), state).replace(env=env_specs)
 
-        return make_distributed_parts(config, env, env_params, progress_fn)
+
+def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
+                     progress_fn: ProgressFn | None = None, check_replicas: bool = False) -> TrainParts:
+    """init/run for this config: on one device as they are, over every device of the run through
+    jaxppo.distributed (config.num_devices per process, over all processes)."""
     agent = make_agent(config, env, env_params)
-    return TrainParts(
-        init=lambda key: init_state(agent, key),
-        run=lambda state, hp, num_updates: run_updates(agent, state, hp, num_updates, progress_fn=progress_fn),
-    )
+    config.check_layout(jax.process_count())
+    total_devices = config.num_devices * jax.process_count()
+    if total_devices == 1:
+        return TrainParts(
+            init=lambda key: init_state(agent, key),
+            run=lambda state, hp, num_updates, num_valid=None: run_updates(
+                agent, loss_fn, state, hp, num_updates, progress_fn=progress_fn, check_replicas=check_replicas,
+                num_valid=num_valid),
+            agent=agent,
+        )
+    mesh = distributed.make_mesh(config.num_devices)
+    specs = state_partition(jax.eval_shape(lambda k: init_state(agent, k), jax.random.key(0)))
+
+    def init_local(key_data: jax.Array) -> TrainState:
+        return init_state(agent, jax.random.wrap_key_data(key_data), DEVICE_AXIS)
+
+    init_mapped = distributed.map_over_devices(init_local, mesh, P(), specs)
+
+    def run(state: TrainState, hp: HParams, num_updates: int, num_valid: jax.Array | None = None):
+        def run_local(state, hp, num_valid):
+            return run_updates(agent, loss_fn, state, hp, num_updates, DEVICE_AXIS, progress_fn, check_replicas,
+                               num_valid)
+
+        mapped = distributed.map_over_devices(run_local, mesh, (specs, P(), P()), (specs, P()))
+        return mapped(state, hp, num_valid)
+
+    return TrainParts(init=lambda key: init_mapped(jax.random.key_data(key)), run=run, agent=agent)
 
 
-def make_train(config: PPOConfig, env: Any = None, env_params: Any = None,
-               progress_fn: ProgressFn | None = None) -> Callable[..., tuple[TrainState, Metrics]]:
+def make_train(config: PPOConfig, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
+               progress_fn: ProgressFn | None = None,
+               check_replicas: bool = False) -> Callable[..., tuple[TrainState, Metrics]]:
     """Build train(key, hparams=None) -> (TrainState, Metrics): the whole run as one pure function.
 
     `train` is pure: jit it, vmap it over keys (seeds) and/or over a batch of HParams. Metrics have a leading axis
-    of config.num_updates updates. With config.num_devices > 1 the same per-device program runs on several devices
-    (jaxppo.distributed). progress_fn, if given, receives {update, env_steps, episode_return, episode_length} from
-    inside the compiled run (under vmap: once per seed; on several devices: once per device).
+    of config.num_updates updates. With several devices (config.num_devices, or several processes) the same
+    per-device program runs on each, on its share of the environments.
+
+    Args:
+      config: the run's static settings.
+      env, env_params: an environment instance (gymnax Environment or a jaxppo adapter) instead of config.env.
+      loss_fn: the loss (default ppo_loss; see jaxppo.losses for the signature).
+      progress_fn: receives {update, episode_return, episode_length} from inside the compiled run about 100 times
+        per run (under vmap: once per seed; on several devices: from the first device only).
+      check_replicas: fill metrics.replicas_in_sync (parameters identical on every device; costs a collective).
     """
-    return train_from_parts(config, make_train_parts(config, env, env_params, progress_fn))
+    return train_from_parts(config, make_train_parts(config, env, env_params, loss_fn, progress_fn, check_replicas))
 
 
 def train_from_parts(config: PPOConfig, parts: TrainParts) -> Callable[..., tuple[TrainState, Metrics]]:

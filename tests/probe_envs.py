@@ -105,3 +105,68 @@ class TimeLimitNoTermination(_Probe):
 
     episode_steps = 10**9
     max_steps = 5
+
+
+class MaskedBestAction(_Probe):
+    """One step; obs is +1 or -1; three actions paying 1, 0.5 and 0. Action 0 (the best) is illegal when obs is
+    +1 (`action_mask`), so the best legal policy is action 1 on +1 and action 0 on -1: return 0.75 on average,
+    where a policy that ignored the mask would be sent the illegal action half of the time."""
+
+    def _sign(self, key):
+        return jnp.where(jax.random.bernoulli(key), 1.0, -1.0).astype(jnp.float32)
+
+    def _reward(self, state, action):
+        return jnp.array([1.0, 0.5, 0.0], jnp.float32)[action]
+
+    def action_mask(self, state, params):
+        return jnp.array([state.sign <= 0, True, True])
+
+    def action_space(self, params=None):
+        return spaces.Discrete(3)
+
+    @property
+    def num_actions(self):
+        return 3
+
+
+@struct.dataclass
+class CueState(environment.EnvState):
+    cue: jax.Array  # float32: +1 or -1, shown at t = 0 only
+    time: int
+
+
+class RememberTheCue(environment.Environment):
+    """A memory probe: the cue (+1 or -1) is shown only in the first observation [cue, 1]; the next `delay`
+    observations are [0, 0]; at the last step the agent is paid +1 for the action matching the cue (0 for +1, 1
+    for -1) and -1 otherwise. A memoryless policy cannot beat 0 in expectation; one with memory gets +1."""
+
+    delay = 3
+
+    @property
+    def default_params(self) -> ProbeParams:
+        return ProbeParams(max_steps_in_episode=1000)
+
+    def reset_env(self, key, params):
+        state = CueState(cue=jnp.where(jax.random.bernoulli(key), 1.0, -1.0).astype(jnp.float32), time=0)
+        return self._obs(state), state
+
+    def _obs(self, state):
+        first = state.time == 0
+        return jnp.array([jnp.where(first, state.cue, 0.0), first.astype(jnp.float32)], jnp.float32)
+
+    def step_env(self, key, state, action, params):
+        last = state.time >= self.delay
+        right = jnp.where(state.cue > 0, action == 0, action == 1)
+        reward = jnp.where(last, jnp.where(right, 1.0, -1.0), 0.0).astype(jnp.float32)
+        state = state.replace(time=state.time + 1)
+        return self._obs(state), state, reward, jnp.asarray(last), {}
+
+    def action_space(self, params=None):
+        return spaces.Discrete(2)
+
+    def observation_space(self, params):
+        return spaces.Box(-1.0, 1.0, (2,), jnp.float32)
+
+    @property
+    def num_actions(self):
+        return 2

@@ -1,8 +1,10 @@
-"""PPOConfig validation (errors name the field and value), derived counts, HParams, env lookup."""
+"""PPOConfig validation (errors name the field and value), derived counts, HParams; checks made when a run is built
+(environment, layout)."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import uuid
 
 import chex
@@ -25,9 +27,6 @@ INVALID = [
     pytest.param(dict(gae_lambda=-0.1), ["gae_lambda=-0.1", ">= 0.0"], id="gae-lambda"),
     pytest.param(dict(clip_eps=0), ["clip_eps=0", "> 0.0"], id="clip-eps"),
     pytest.param(dict(lr=0), ["lr=0", "> 0.0"], id="lr"),
-    pytest.param(dict(env="CartPol-v1"), ["env='CartPol-v1'", "CartPole-v1"], id="env-typo"),
-    pytest.param(dict(init_log_std=-0.5), ["init_log_std=-0.5", "continuous", "CartPole-v1"], id="log-std-discrete"),
-    pytest.param(dict(network="cnn"), ["network='cnn'", "(4,)"], id="cnn-vector-obs"),
     pytest.param(dict(activation="sigmoid"), ["activation='sigmoid'", "tanh"], id="activation"),
     pytest.param(dict(hidden_sizes=()), ["hidden_sizes=()", "non-empty"], id="hidden-sizes"),
     pytest.param(dict(total_timesteps=511), ["total_timesteps=511", "512"], id="less-than-one-batch"),
@@ -35,7 +34,25 @@ INVALID = [
     # 4 envs over 4 devices x 2 steps: per-device batch 1 * 2 = 2, not divisible by 4 (the global 8 is).
     pytest.param(dict(num_envs=4, num_devices=4, num_steps=2, num_minibatches=4),
                  ["num_minibatches=4", "per-device batch", "= 2"], id="per-device-minibatches"),
-    pytest.param(dict(parallel="foo"), ["parallel='foo'", "shard_map"], id="parallel"),
+    pytest.param(dict(memory="lstm"), ["memory='lstm'", "gru"], id="memory"),
+    pytest.param(dict(memory="gru", num_envs=4, num_minibatches=8), ["num_minibatches=8", "whole environment",
+                                                                     "4 environments per device"], id="memory-mb"),
+    pytest.param(dict(lr=1e300), ["lr=1e+300", "float32"], id="lr-overflows-float32"),
+    pytest.param(dict(total_timesteps=2**40, num_envs=1, num_steps=1, num_minibatches=1),
+                 ["total_timesteps=1099511627776", "int32 update counter"], id="too-many-updates"),
+    pytest.param(dict(normalizer_warmup_steps=8), ["normalizer_warmup_steps=8", "normalize_observations"],
+                 id="warmup-without-normalisation"),
+]
+
+# Checks that need the environment: made when the run is built (make_train / make_agent), not by PPOConfig, so a
+# config can be built and replaced without gymnax and without building an environment.
+INVALID_FOR_ENV = [
+    pytest.param(dict(env="CartPol-v1"), ["env='CartPol-v1'", "CartPole-v1"], id="env-typo"),
+    pytest.param(dict(init_log_std=-0.5), ["init_log_std=-0.5", "continuous", "CartPole-v1"], id="log-std-discrete"),
+    pytest.param(dict(network="cnn"), ["network='cnn'", "(4,)"], id="cnn-vector-obs"),
+    pytest.param(dict(env="brax/ant") if importlib.util.find_spec("brax") is None else dict(env="nosuchsuite/x"),
+                 ["env=", "pip install" if importlib.util.find_spec("brax") is None else "not a registered"],
+                 id="suite-missing-or-unknown"),
 ]
 
 
@@ -49,9 +66,29 @@ def test_invalid_config_names_field_and_value(overrides, needles):
         assert needle in message, message
 
 
+@pytest.mark.parametrize("overrides, needles", INVALID_FOR_ENV)
+def test_environment_checks_happen_when_the_run_is_built(overrides, needles):
+    config = PPOConfig(**overrides)  # the config alone is valid
+    with pytest.raises(ValueError) as error:
+        jaxppo.make_train(config)
+    message = str(error.value)
+    assert message.startswith(needles[0]), message
+    for needle in needles[1:]:
+        assert needle in message, message
+
+
 def test_close_match_is_suggested_for_an_unknown_env():
     with pytest.raises(ValueError, match=r"did you mean .*CartPole-v1"):
-        PPOConfig(env="CartPol-v1")
+        jaxppo.make_train(PPOConfig(env="CartPol-v1"))
+
+
+def test_config_does_not_build_an_environment(monkeypatch):
+    # A sweep's dataclasses.replace must not call gymnax.make for every setting.
+    calls = []
+    monkeypatch.setattr(gymnax, "make", lambda *a, **k: calls.append(a))
+    config = PPOConfig(env="Pendulum-v1", num_envs=8)
+    dataclasses.replace(config, lr=1e-3, clip_eps=0.1)
+    assert calls == []
 
 
 def test_derived_counts_and_rounding_note():
@@ -65,26 +102,44 @@ def test_derived_counts_and_rounding_note():
     assert (exact.num_updates, exact.num_env_steps, exact.rounding_note) == (3, 1536, "")
 
 
-def test_envs_per_device():
+def test_envs_per_device_and_global_layout_check():
     # 8 envs over 2 devices: 4 each; per-device batch 4 * 16 = 64, divisible by 4 minibatches.
     config = PPOConfig(num_envs=8, num_devices=2, num_steps=16, num_minibatches=4)
-    assert (config.envs_per_device, config.batch_size, config.minibatch_size) == (4, 128, 32)
+    assert (config.envs_per_device(), config.batch_size, config.minibatch_size) == (4, 128, 32)
+    # Counts are global: on 2 processes x 2 devices each device steps 2 of the 8 environments.
+    assert config.envs_per_device(num_processes=2) == 2
+    config.check_layout(num_processes=2)
+    with pytest.raises(ValueError, match=r"num_envs=8: must be divisible by the 3 process\(es\) x 2 device"):
+        config.check_layout(num_processes=3)
 
 
-def test_config_is_frozen():
+def test_replace_revalidates_and_derived_counts_follow():
+    # The static config is never mutated: a change is a new, validated config whose derived counts follow.
     config = PPOConfig()
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        config.num_envs = 8  # type: ignore[misc]
-    assert config.num_envs == 4
+    with pytest.raises(ValueError, match="num_envs=0"):
+        dataclasses.replace(config, num_envs=0)
+    wider = dataclasses.replace(config, num_envs=8)
+    assert (config.batch_size, wider.batch_size) == (512, 1024)
+    assert wider.num_updates == config.total_timesteps // 1024
+    assert "batch_size" not in {f.name for f in dataclasses.fields(PPOConfig)}  # derived, never stored
 
 
 @pytest.mark.parametrize("vf_clip_eps, expected", [(None, 0.3), (0.5, 0.5)])
 def test_hparams_from_config(vf_clip_eps, expected):
+    from jaxppo.config import hparam_names, value_clip_eps
+
     config = PPOConfig(lr=1e-3, clip_eps=0.3, vf_clip_eps=vf_clip_eps, ent_coef=0.02, vf_coef=0.25, gamma=0.95,
                        gae_lambda=0.9, max_grad_norm=1.5)
     hp = HParams.from_config(config)
-    want = dict(lr=1e-3, clip_eps=0.3, vf_clip_eps=expected, ent_coef=0.02, vf_coef=0.25, gamma=0.95,
-                gae_lambda=0.9, max_grad_norm=1.5)
+    # One declaration: the traced names are the PPOConfig fields marked traced.
+    assert hparam_names() == ("lr", "gamma", "gae_lambda", "clip_eps", "vf_clip_eps", "ent_coef", "vf_coef",
+                              "max_grad_norm")
+    # vf_clip_eps None is NaN in HParams ("follow clip_eps"), resolved where it is used.
+    np.testing.assert_allclose(float(value_clip_eps(hp)), expected, rtol=1e-6)
+    np.testing.assert_allclose(float(value_clip_eps(hp.replace(clip_eps=0.1))), 0.1 if vf_clip_eps is None else 0.5,
+                               rtol=1e-6)
+    assert np.isnan(float(hp.vf_clip_eps)) == (vf_clip_eps is None)
+    want = dict(lr=1e-3, clip_eps=0.3, ent_coef=0.02, vf_coef=0.25, gamma=0.95, gae_lambda=0.9, max_grad_norm=1.5)
     for name, value in want.items():
         leaf = getattr(hp, name)
         assert leaf.dtype == jnp.float32 and leaf.shape == (), name
@@ -109,9 +164,19 @@ def test_custom_env_needs_an_instance():
 
 
 def test_runtime_registered_env_validates():
+    from jaxppo.agent import make_agent
+
     env_id = f"TestCartPole-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(ValueError, match=env_id):
-        PPOConfig(env=env_id)
-    gymnax.register(env_id, lambda **kwargs: CartPole(**kwargs))
     config = PPOConfig(env=env_id, num_envs=2, num_steps=8, num_minibatches=2, total_timesteps=64)
-    assert config.env == env_id and config.num_updates == 4
+    with pytest.raises(ValueError, match=env_id):
+        make_agent(config)
+    gymnax.register(env_id, lambda **kwargs: CartPole(**kwargs))
+    assert make_agent(config).spec.obs_shape == (4,) and config.num_updates == 4
+
+
+def test_hparams_names_are_checked():
+    hp = HParams.from_config(PPOConfig())
+    with pytest.raises(ValueError, match="unknown \\['learning_rate'\\]"):
+        hp.replace(learning_rate=1.0)
+    with pytest.raises(AttributeError):
+        hp.lr = 1.0

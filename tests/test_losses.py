@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxppo import envs, networks
-from jaxppo.config import PPOConfig
+from jaxppo.agent import make_agent
+from jaxppo.config import HParams, PPOConfig
 from jaxppo.losses import LossInputs, clipped_surrogate_loss, normalize_advantages, ppo_loss, value_loss
+from jaxppo.networks import init_params
+from jaxppo.update import make_evaluate
 
 # ------------------------------------------------------------------------------------------ clipped surrogate
 # Five samples, clip_eps = 0.2, log ratio d = log pi - log pi_old:
@@ -99,16 +101,14 @@ N = 16
 
 @pytest.fixture(scope="module")
 def cartpole():
-    config = PPOConfig()
-    spec = envs.env_spec(*envs.make_env("CartPole-v1"))
-    network = networks.make_network(config, spec)
-    params = networks.init_params(network, spec, jax.random.key(0))
+    agent = make_agent(PPOConfig())
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
     # The policy head starts at scale 0.01 (logits ~ 0); scale it up so log-probs and entropy are far from uniform.
     head = params["params"]["actor_head"]
     params = {"params": {**params["params"], "actor_head": {**head, "kernel": head["kernel"] * 200.0}}}
     obs = jax.random.normal(jax.random.key(1), (N, 4)) * 2.0
-    dist, values = network.apply(params, obs)
-    return network, params, obs, np.asarray(dist.logits, np.float64), np.asarray(values, np.float64)
+    _, logits, values = agent.network.apply(params, (), obs[None], jnp.zeros((1, N), bool))
+    return agent, params, obs, np.asarray(logits[0], np.float64), np.asarray(values[0], np.float64)
 
 
 def _np_log_softmax(logits):
@@ -149,7 +149,7 @@ def _batch(obs, logits, values, log_ratio_scale, seed):
     actions = rng.integers(0, 2, size=N)
     log_probs = _np_log_softmax(logits)[np.arange(N), actions]
     return LossInputs(
-        obs=obs,
+        obs=obs, first=jnp.zeros((N,), bool), action_mask=None, memory=(),
         actions=jnp.asarray(actions, jnp.int32),
         old_log_probs=jnp.asarray(log_probs - rng.normal(scale=log_ratio_scale, size=N), jnp.float32),
         old_values=jnp.asarray(values + rng.normal(scale=0.5, size=N), jnp.float32),
@@ -160,10 +160,14 @@ def _batch(obs, logits, values, log_ratio_scale, seed):
 
 @pytest.mark.parametrize("normalize_adv, clip_value", [(True, True), (False, False)])
 def test_ppo_loss_matches_numpy(cartpole, normalize_adv, clip_value):
-    network, params, obs, logits, values = cartpole
+    agent, params, obs, logits, values = cartpole
     batch = _batch(obs, logits, values, log_ratio_scale=0.3, seed=2)
     coefs = dict(clip_eps=0.2, vf_clip_eps=0.3, ent_coef=0.05, vf_coef=0.7)
-    loss, metrics = ppo_loss(params, network, batch, **coefs, normalize_adv=normalize_adv, clip_value=clip_value)
+    config = PPOConfig(clip_value_loss=clip_value, normalize_advantages=normalize_adv)
+    hp = HParams.from_config(config).replace(**coefs)
+    # The update normalises advantages before the loss (with global minibatch statistics); do the same here.
+    given = batch._replace(advantages=normalize_advantages(batch.advantages)) if normalize_adv else batch
+    loss, metrics = ppo_loss(params, given, hp, config, make_evaluate(agent))
     expected = _np_ppo_loss(logits, values, batch, **coefs, normalize_adv=normalize_adv, clip_value=clip_value)
     # The batch really exercises the clip: some samples inside, some outside the range; policy not uniform.
     assert 0.2 < expected["clip_fraction"] < 0.8
@@ -178,10 +182,29 @@ def test_ppo_loss_matches_numpy(cartpole, normalize_adv, clip_value):
 
 
 def test_ppo_loss_on_policy_batch_has_unit_ratio(cartpole):
-    network, params, obs, logits, values = cartpole
+    agent, params, obs, logits, values = cartpole
     batch = _batch(obs, logits, values, log_ratio_scale=0.0, seed=3)
-    _, metrics = ppo_loss(params, network, batch, 0.2, 0.2, 0.0, 0.5, normalize_adv=False, clip_value=True)
+    config = PPOConfig(ent_coef=0.0)
+    _, metrics = ppo_loss(params, batch, HParams.from_config(config), config, make_evaluate(agent))
     # r = 1 everywhere: approx_kl = (1 - 1) - log 1 = 0, nothing clipped, policy loss = -mean(A).
     np.testing.assert_allclose(float(metrics.approx_kl), 0.0, atol=1e-6)
     assert float(metrics.clip_fraction) == 0.0
     np.testing.assert_allclose(float(metrics.policy_loss), -float(jnp.mean(batch.advantages)), rtol=1e-5)
+
+
+def test_value_clip_range_follows_clip_eps_on_every_path(cartpole):
+    # vf_clip_eps=None means "follow clip_eps": the same whether clip_eps is changed in the config or in HParams.
+    agent, params, obs, logits, values = cartpole
+    batch = _batch(obs, logits, values, log_ratio_scale=0.3, seed=4)
+    evaluate = make_evaluate(agent)
+    base = PPOConfig(normalize_advantages=False)
+    via_config = ppo_loss(params, batch, HParams.from_config(PPOConfig(normalize_advantages=False, clip_eps=0.05)),
+                          base, evaluate)[1]
+    via_hparams = ppo_loss(params, batch, HParams.from_config(base).replace(clip_eps=0.05), base, evaluate)[1]
+    explicit = ppo_loss(params, batch, HParams.from_config(base).replace(clip_eps=0.05, vf_clip_eps=0.05), base,
+                        evaluate)[1]
+    other = ppo_loss(params, batch, HParams.from_config(base).replace(clip_eps=0.05, vf_clip_eps=0.5), base,
+                     evaluate)[1]
+    np.testing.assert_allclose(float(via_config.value_loss), float(via_hparams.value_loss), rtol=1e-6)
+    np.testing.assert_allclose(float(via_hparams.value_loss), float(explicit.value_loss), rtol=1e-6)
+    assert abs(float(other.value_loss) - float(explicit.value_loss)) > 1e-3  # the clip range matters here

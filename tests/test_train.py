@@ -10,10 +10,9 @@ import pytest
 
 import jaxppo
 from jaxppo.config import HParams, stack_hparams
-from tests import probe_envs
+from tests import helpers, probe_envs
 
-PROBE_KW = dict(env="custom", num_envs=8, num_steps=16, num_minibatches=2, num_epochs=4, lr=3e-3,
-                anneal_lr=False, hidden_sizes=(32, 32))
+PROBE_KW = helpers.PROBE
 
 
 def _train_probe(env, total_timesteps=16_384, **overrides):
@@ -62,6 +61,23 @@ def test_probe_truncation_bootstraps_from_final_observation():
     np.testing.assert_allclose(metrics.episode_length[-1], 5.0)
 
 
+def test_probe_masked_best_action_learns_the_best_legal_action():
+    env = probe_envs.MaskedBestAction()
+    config, state, metrics, _ = _train_probe(env, ent_coef=0.0, total_timesteps=32_768)
+    act = jaxppo.make_policy(config, env=env)
+    plus, minus = jnp.ones((512, 1)), -jnp.ones((512, 1))
+    mask_plus = jnp.tile(jnp.array([[False, True, True]]), (512, 1))
+    mask_minus = jnp.ones((512, 3), bool)
+    # Where the best action (0) is illegal the policy picks the best legal one (1); elsewhere 0.
+    sampled_plus = np.asarray(act(state.params, plus, jax.random.key(1), action_mask=mask_plus))
+    assert not np.any(sampled_plus == 0) and np.mean(sampled_plus == 1) > 0.95
+    assert int(act(state.params, plus[:1], action_mask=mask_plus[:1])[0]) == 1
+    assert int(act(state.params, minus[:1], action_mask=mask_minus[:1])[0]) == 0
+    # Training return: 0.5 on +1 and 1 on -1, i.e. 0.75 on average (an illegal action never paid 1 on +1).
+    assert 0.7 <= float(np.mean(np.asarray(metrics.episode_return)[-5:])) <= 0.8
+    assert int(np.sum(metrics.invalid_action_masks)) == 0
+
+
 @pytest.mark.slow
 def test_cartpole_reaches_475_across_seeds():
     config = jaxppo.PPOConfig(env="CartPole-v1")  # the defaults: 4 envs x 128 steps, 500k steps
@@ -91,6 +107,27 @@ def test_pendulum_clearly_improves():
 
 def _short_config(**overrides):
     return jaxppo.PPOConfig(**{**dict(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 6), **overrides})
+
+
+def test_no_recompile_when_only_hparams_change():
+    config = _short_config()
+    train = jax.jit(jaxppo.make_train(config))
+    hp = HParams.from_config(config)
+    _, a = train(jax.random.key(0), hp)
+    _, b = train(jax.random.key(0), hp.replace(lr=1e-3, clip_eps=0.1, gamma=0.9))
+    assert train._cache_size() == 1
+    assert not np.allclose(np.asarray(a.loss.value_loss), np.asarray(b.loss.value_loss))
+
+
+def test_progress_callback_runs_about_100_times_per_seed_not_every_update():
+    # Under vmap the callback's predicate stays unbatched, so the host is called at the reported updates only.
+    calls = []
+    config = _short_config(total_timesteps=4 * 32 * 250)  # 250 updates -> every 2nd update and the last
+    train = jaxppo.make_train(config, progress_fn=lambda payload: calls.append(int(payload["update"])))
+    jax.block_until_ready(jax.jit(jax.vmap(train))(jax.random.split(jax.random.key(0), 3)))
+    reported = sorted(set(calls))
+    assert reported == list(range(2, 251, 2))
+    assert len(calls) == 3 * len(reported)  # once per seed, per reported update
 
 
 def test_vmap_over_keys_equals_per_key_runs():
@@ -141,12 +178,20 @@ def test_metrics_shapes_and_bookkeeping():
     assert config.num_updates == 6 and "running 6 updates = 768 env steps" in config.rounding_note
     for leaf in jax.tree.leaves(metrics):
         assert leaf.shape == (6,)
+    for leaf in jax.tree.leaves((metrics.loss, metrics.grad_norm, metrics.explained_variance)):
         assert np.all(np.isfinite(np.asarray(leaf)))
     np.testing.assert_array_equal(metrics.env_steps, np.arange(1, 7) * 128)
+    assert metrics.env_steps.dtype == np.int64
     # Linear annealing: update u uses lr * (1 - u / N).
     np.testing.assert_allclose(metrics.learning_rate, 2.5e-4 * (1 - np.arange(6) / 6), rtol=1e-6)
     assert int(state.update_step) == 6
-    assert np.all(np.asarray(metrics.episodes_completed) >= 0)
+    # Every step belongs to an episode that ended (counted with its length) or to one still running: the
+    # completed episodes' lengths plus the running lengths add up to all 768 steps.
+    completed = np.asarray(metrics.episodes_completed)
+    lengths = np.where(completed > 0, np.asarray(metrics.episode_length), 0.0)
+    running = int(np.sum(state.env.episodes.lengths))
+    np.testing.assert_allclose(np.sum(completed * lengths) + running, 768, rtol=1e-6)
+    assert completed.sum() > 10  # CartPole episodes are short at first
 
 
 def test_episode_return_never_nan_when_no_episode_finishes():
@@ -156,21 +201,23 @@ def test_episode_return_never_nan_when_no_episode_finishes():
     _, metrics = jax.jit(jaxppo.make_train(config, env=env))(jax.random.key(0))
     completed = np.asarray(metrics.episodes_completed)
     returns = np.asarray(metrics.episode_return)
-    assert np.all(np.isfinite(returns))
-    assert completed[0] == 0 and returns[0] == 0.0  # nothing finished yet: initial value 0
+    assert np.all(np.isfinite(returns[2:]))
+    assert completed[0] == 0 and np.isnan(returns[0])  # nothing finished yet: no return to report
     assert completed[2] == 8 and returns[2] == 5.0  # step 5 of every env ends in update 3
     assert completed[3] == 0 and returns[3] == 5.0  # carried forward when none finish
 
 
-def test_vmapped_training_does_not_hang_on_one_cpu_device():
-    # Regression: with XLA:CPU's concurrency-optimised scheduler, jit(vmap(train)) for 2 seeds x 2048 steps hung
-    # forever on one CPU device (jaxlib 0.10.2). jaxppo turns the scheduler off at import (xla_workarounds).
+def test_vmapped_training_does_not_hang_and_import_changes_no_process_state():
+    # Regression: jit(vmap(train)) for 2 seeds x 2048 steps hung forever on one CPU device (jaxlib 0.10.2: batched
+    # LAPACK QR kernels of the orthogonal initialiser block the XLA:CPU pool). jaxppo now initialises seeds one
+    # after another under vmap, with XLA's default scheduler and no process-wide flag; gymnax is imported first,
+    # the order that defeated the old flag.
     import os
     import subprocess
     import sys
 
-    code = ("import os, jax, jaxppo; assert '--xla_cpu_enable_concurrency_optimized_scheduler=false' in "
-            "os.environ['XLA_FLAGS']; cfg = jaxppo.PPOConfig(total_timesteps=2048); "
+    code = ("import os, gymnax, jax; before = dict(os.environ); import jaxppo; assert dict(os.environ) == before; "
+            "cfg = jaxppo.PPOConfig(total_timesteps=2048); "
             "s, m = jax.jit(jax.vmap(jaxppo.make_train(cfg)))(jax.random.split(jax.random.key(0), 2)); "
             "jax.block_until_ready(m); print('finished')")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -1,7 +1,8 @@
-"""Host-side progress reporting for runs whose metrics arrive through `jax.debug.callback`."""
+"""Progress lines on the host for runs whose metrics arrive through `jax.debug.callback`."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from typing import TextIO
@@ -24,18 +25,17 @@ def format_duration(seconds: float) -> str:
 class ProgressPrinter:
     """Prints one compact line per reported update, at most every `min_interval` seconds (and always the last).
 
-    It is called from inside the compiled run once per seed and per device for every reported update; calls are
-    gathered until all `calls_per_update` of an update arrived, then the seed mean is reported. `steps_per_update`
-    counts one seed's env steps per update; the printed rate counts all `num_seeds` seeds. Pass an instance
-    as `make_train(config, progress_fn=printer)`.
+    Called from inside the compiled run once per seed for every reported update (from the first device only);
+    calls are gathered until all `calls_per_update` of an update arrived, then the seed mean is reported. The rate
+    and ETA count from the first report, so compilation is excluded. Returns are NaN until an episode has ended:
+    the line then says 'return --'. `steps_per_update` counts one seed's env steps per update.
     """
 
-    def __init__(self, num_updates: int, steps_per_update: int, num_seeds: int = 1, calls_per_update: int = 1,
-                 min_interval: float = 0.5, stream: TextIO | None = None):
+    def __init__(self, num_updates: int, steps_per_update: int, num_seeds: int = 1, min_interval: float = 0.5,
+                 stream: TextIO | None = None):
         self.num_updates = num_updates
         self.num_seeds = num_seeds
         self.steps_per_update = steps_per_update
-        self.calls_per_update = calls_per_update
         self.min_interval = min_interval
         self.stream = stream if stream is not None else sys.stdout
         self._pending: dict[int, list[float]] = {}
@@ -49,7 +49,7 @@ class ProgressPrinter:
         returns = np.ravel(np.asarray(payload["episode_return"], np.float64))
         gathered = self._pending.setdefault(update, [])
         gathered.extend(returns.tolist())
-        if len(gathered) < self.calls_per_update:
+        if len(gathered) < self.num_seeds:
             return
         del self._pending[update]
         now = time.perf_counter()
@@ -59,9 +59,10 @@ class ProgressPrinter:
         if not final and now - self._last_print < self.min_interval:
             return
         self._last_print = now
-        self._print(update, float(np.mean(gathered)), now)
+        finite = [r for r in gathered if math.isfinite(r)]
+        self._print(update, float(np.mean(finite)) if finite else None, now)
 
-    def _print(self, update: int, mean_return: float, now: float) -> None:
+    def _print(self, update: int, mean_return: float | None, now: float) -> None:
         elapsed = now - (self._start or now)
         done_since_start = update - self._start_update
         steps_since_start = done_since_start * self.steps_per_update * self.num_seeds
@@ -70,7 +71,7 @@ class ProgressPrinter:
         parts = [
             f"update {update}/{self.num_updates}",
             f"env steps {update * self.steps_per_update:,}",
-            f"return {mean_return:.2f}",
+            f"return {mean_return:.2f}" if mean_return is not None else "return --",
             f"{rate:,.0f} steps/s" if rate else "-- steps/s",
             f"ETA {format_duration(eta)}" if eta is not None else "ETA --",
         ]

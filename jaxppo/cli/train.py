@@ -1,0 +1,172 @@
+"""`jaxppo train`: parse flags, call jaxppo.runner, print."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from jaxppo.cli.flags import (EXIT_FAILED, ConfigFlags, UsageError, as_flag_error, flags_given, parse_with_config,
+                              to_config)
+
+RESUMABLE_OVERRIDES = ("tensorboard", "wandb_project", "wandb_mode", "eval_every", "eval_episodes",
+                       "keep_checkpoints", "checkpoint_every", "chunk_updates", "check_sync")
+"""Flags that may change when a run is resumed (they do not change what is learned)."""
+RESUME_FLAGS = {"resume", "quiet", "stop_after_updates", "coordinator", "num_processes", "process_id", "timeout",
+                *RESUMABLE_OVERRIDES}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainArgs:
+    """Train PPO and write config.json, run.json, metrics.csv, summary.json and final_params.msgpack to --out."""
+
+    config: tyro.conf.OmitArgPrefixes[ConfigFlags]
+    preset: str | None = None
+    """Named per-environment settings (see the list below); flags given next to it win."""
+    seed: int = 0
+    """Seed of the first run; seed i of --num-seeds N uses seed + i (so each equals a single-seed run)."""
+    num_seeds: int = 1
+    """Seeds trained at once in one vmapped program."""
+    out: Path = Path("runs/latest")
+    """Output folder (written by process 0 only)."""
+    overwrite: bool = False
+    """Replace the outputs of an earlier run in --out (only after every check has passed)."""
+    quiet: bool = False
+    """No progress lines."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files to OUT/tb/seed_<seed> (after every chunk)."""
+    wandb_project: str | None = None
+    """Also log each seed as a Weights & Biases run in this project (needs the wandb extra)."""
+    wandb_mode: Literal["offline", "online", "disabled"] = "offline"
+    """W&B mode; offline needs no network (upload later with `wandb sync OUT/wandb/...`)."""
+    check_sync: bool = False
+    """Fail (exit 1) unless parameters were identical on every device after every update."""
+    chunk_updates: int = 0
+    """Updates per compiled chunk (0: the smallest of --checkpoint-every and --eval-every, else about 20 chunks);
+    metrics.csv and the trackers are written after every chunk."""
+    checkpoint_every: int = 0
+    """Save the full training state to OUT/checkpoints every N updates (0: only when stopped early)."""
+    keep_checkpoints: int = 3
+    """Checkpoints kept (oldest removed first)."""
+    resume: Path | None = None
+    """Continue the run in this folder from its newest intact checkpoint (its config.json and run.json are used)."""
+    stop_after_updates: int | None = None
+    """End (with a checkpoint) after this many updates in this call; resume later."""
+    eval_every: int = 0
+    """Every N updates, run --eval-episodes greedy episodes per seed and append them to OUT/eval.csv."""
+    eval_episodes: int = 10
+    """Episodes per periodic evaluation."""
+    coordinator: str | None = None
+    """HOST:PORT of process 0, for a multi-host run (with --num-processes and --process-id)."""
+    num_processes: int | None = None
+    """Processes in a multi-host run."""
+    process_id: int | None = None
+    """This process's index in [0, num_processes)."""
+    timeout: int = 300
+    """Seconds to wait for all processes at start-up and to detect a dead peer."""
+
+
+def description() -> str:
+    from jaxppo.envs import SUITES
+    from jaxppo.presets import preset_names
+
+    return (f"{TrainArgs.__doc__}\n\nPresets (--preset NAME): {', '.join(preset_names())}.\n"
+            f"Environments: gymnax ids (CartPole-v1, Breakout-MinAtar, ...) and suite ids "
+            f"{', '.join(p + '/<name>' for p in SUITES)} (pip install -e \".[envs]\").")
+
+
+def _join_cluster(args: TrainArgs) -> None:
+    if not any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        return
+    from jaxppo.distributed import initialize
+
+    if args.timeout < 1:
+        raise UsageError(f"--timeout {args.timeout}: must be at least 1 second")
+    print(f"jaxppo: process {args.process_id} of {args.num_processes} joining coordinator {args.coordinator} "
+          f"(timeout {args.timeout}s; a peer that stops answering for that long ends the run)", file=sys.stderr,
+          flush=True)
+    try:
+        initialize(args.coordinator, args.num_processes, args.process_id, timeout_seconds=args.timeout)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
+def _check_devices(num_devices: int) -> None:
+    """Device-count errors as usage errors; a hint when local devices would sit idle and could pay."""
+    import jax
+
+    from jaxppo.distributed import mesh_devices
+
+    try:
+        mesh_devices(num_devices)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    idle = jax.local_device_count() - num_devices
+    if idle > 0 and jax.process_index() == 0 and jax.default_backend() != "cpu":
+        # On CPU, one device already uses every core for large batches and extra fake devices mostly add
+        # synchronisation (docs/results.md), so the hint is only given for accelerators.
+        print(f"note: {idle} of {jax.local_device_count()} local {jax.default_backend()} devices are idle; "
+              "--num-devices all uses every one", flush=True)
+
+
+def run(argv: list[str]) -> int:
+    args, preset = parse_with_config(TrainArgs, argv, "jaxppo train", description())
+    _join_cluster(args)
+    from jaxppo import runner
+
+    if args.resume is not None:
+        return _resume(args, argv)
+    config = to_config(args.config)
+    _check_devices(config.num_devices)
+    options = runner.RunOptions(
+        seed=args.seed, num_seeds=args.num_seeds, chunk_updates=args.chunk_updates,
+        checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes, tensorboard=args.tensorboard, wandb_project=args.wandb_project,
+        wandb_mode=args.wandb_mode, check_sync=args.check_sync, preset=preset)
+    try:
+        options.validate()
+    except ValueError as error:
+        raise as_flag_error(error) from None
+    return _report(lambda: runner.train_run(config, args.out, options, overwrite=args.overwrite,
+                                            stop_after_updates=args.stop_after_updates, quiet=args.quiet))
+
+
+def _resume(args: TrainArgs, argv: list[str]) -> int:
+    from jaxppo import outputs, runner
+
+    given = flags_given(argv)
+    config_fields = {f.name for f in dataclasses.fields(ConfigFlags)}
+    not_allowed = sorted((given - RESUME_FLAGS) - config_fields)
+    if not_allowed:
+        flags = ", ".join("--" + name.replace("_", "-") for name in not_allowed)
+        raise UsageError(f"--resume {args.resume}: {flags} cannot be given with --resume (the run continues with its "
+                         "saved settings); drop it")
+    try:
+        saved = outputs.read_config(args.resume)
+    except ValueError as error:
+        raise UsageError(f"--resume {args.resume}: {error}") from None
+    conflicts = [f"{name} (saved {getattr(saved, name)!r}, given {getattr(args.config, name)!r})"
+                 for name in sorted(given & config_fields) if getattr(args.config, name) != getattr(saved, name)]
+    if conflicts:
+        raise UsageError(f"--resume {args.resume}: flags contradict the saved config: {', '.join(conflicts)}; drop "
+                         "them (the saved config is used)")
+    overrides = {name: getattr(args, name) for name in RESUMABLE_OVERRIDES if name in given}
+    return _report(lambda: runner.resume_run(args.resume, stop_after_updates=args.stop_after_updates,
+                                             quiet=args.quiet, overrides=overrides))
+
+
+def _report(call) -> int:
+    from jaxppo.runner import RunStopped
+
+    try:
+        call()
+    except RunStopped as error:
+        raise UsageError(str(error), exit_code=EXIT_FAILED) from None
+    except ValueError as error:
+        raise as_flag_error(error) from None
+    except OSError as error:
+        raise UsageError(f"{error.filename or ''}: {error.strerror or error}") from None
+    return 0

@@ -1,0 +1,83 @@
+"""Environment suites behind one adapter protocol (`jaxppo.envs.protocol`), resolved by id.
+
+    make_env("CartPole-v1")                      # gymnax
+    make_env("brax/ant")                          # suite prefix: one adapter module per suite
+    make_env("custom", env=my_gymnax_env)         # an instance (gymnax Environment or a protocol adapter)
+
+To add a suite: write `jaxppo/envs/<suite>_env.py` with `make(name) -> adapter` (and optionally
+`registered_ids()`), and add its prefix to SUITES below.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from typing import Any
+
+from jaxppo.envs.protocol import Env, EnvSpec, TimeStep, reset_batch, step_batch
+
+CUSTOM_ENV = "custom"
+
+SUITES: dict[str, tuple[str, str, str]] = {
+    # prefix: (adapter module, package it needs, install extra)
+    "brax": ("jaxppo.envs.brax_env", "brax", "brax"),
+    "jumanji": ("jaxppo.envs.jumanji_env", "jumanji", "jumanji"),
+    "craftax": ("jaxppo.envs.craftax_env", "craftax", "craftax"),
+}
+"""Suite prefix -> (adapter module, the package it imports, the pip extra that installs it)."""
+
+__all__ = ["CUSTOM_ENV", "Env", "EnvSpec", "SUITES", "TimeStep", "make_env", "reset_batch", "step_batch",
+           "split_env_id"]
+
+
+def split_env_id(env_id: str) -> tuple[str, str]:
+    """('brax', 'ant') for 'brax/ant'; ('gymnax', id) for an id without a known suite prefix."""
+    prefix, sep, name = env_id.partition("/")
+    if sep and prefix in SUITES:
+        return prefix, name
+    return "gymnax", env_id
+
+
+def _suite_module(suite: str, env_id: str):
+    module, package, extra = SUITES[suite]
+    if importlib.util.find_spec(package) is None:
+        raise ValueError(f"env={env_id!r}: the {package} package is not installed; pip install -e \".[{extra}]\" "
+                         "(or pip install -e \".[envs]\" for every suite)")
+    return importlib.import_module(module)
+
+
+def make_env(env_id: str, env: Any = None, env_params: Any = None) -> Env:
+    """The adapter for env_id, or for the given instance (with env_id 'custom' or the instance's own id).
+
+    Raises ValueError naming the id and close matches when the id is unknown, and the install command when the
+    suite's package is missing.
+    """
+    from jaxppo.envs import gymnax_env
+
+    if env is not None:
+        if hasattr(env, "spec") and isinstance(getattr(env, "spec"), EnvSpec):
+            return env  # already an adapter
+        if not gymnax_env.is_gymnax_env(env):
+            raise ValueError(f"env={env!r}: neither a gymnax Environment (reset/step/action_space/"
+                             "observation_space) nor a jaxppo adapter (spec/reset/step)")
+        return gymnax_env.GymnaxEnv(env, env_params)
+    if env_id == CUSTOM_ENV:
+        raise ValueError("env='custom': pass the environment instance as make_train(config, env=...)")
+    suite, name = split_env_id(env_id)
+    if suite == "gymnax":
+        known = gymnax_env.registered_ids()
+        if env_id not in known:
+            close = difflib.get_close_matches(env_id, known, n=4, cutoff=0.4)
+            hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
+            raise ValueError(
+                f"env={env_id!r}: not a registered gymnax environment; {hint} (other suites: "
+                f"{', '.join(p + '/<name>' for p in SUITES)}; register your own with gymnax.register(id, factory), "
+                "or use env='custom' and pass env=<instance> to make_train)"
+            )
+        return gymnax_env.make(env_id)
+    module = _suite_module(suite, env_id)
+    try:
+        return module.make(name)
+    except KeyError as error:
+        raise ValueError(f"env={env_id!r}: {error.args[0]}") from None

@@ -1,0 +1,67 @@
+"""The environment adapter protocol: what the trainer needs from any environment suite.
+
+An adapter wraps ONE environment (no batch axis) behind three pure functions; the trainer vmaps them over its
+environments. Steps auto-reset, and report termination and truncation apart, with the observation reached before
+the reset (`final_obs`), so time limits can be bootstrapped. Observations are one float32 array (a vector or an
+HxWxC image); environments with illegal actions report a boolean mask of the legal ones next to the observation.
+
+    class MyAdapter:
+        spec: EnvSpec
+        def reset(self, key) -> (state, obs, action_mask)
+        def step(self, key, state, action) -> (state, TimeStep)
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import numpy as np
+
+
+class EnvSpec(NamedTuple):
+    """What the networks and the trainer need to know about an environment's spaces."""
+
+    obs_shape: tuple[int, ...]
+    continuous: bool
+    num_actions: int  # discrete: number of actions; continuous: flat action dimension
+    action_shape: tuple[int, ...]  # () for discrete actions
+    action_low: np.ndarray | None  # continuous only, float32 [*action_shape]
+    action_high: np.ndarray | None
+    has_action_mask: bool = False  # the env reports legal actions (discrete only)
+    max_episode_steps: int | None = None  # time limit, if the env has one (evaluation runs this many steps)
+
+
+class TimeStep(NamedTuple):
+    """One env step, for one environment (or B of them after vmap)."""
+
+    obs: jax.Array  # float32 [*obs]: next observation, already auto-reset where the episode ended
+    action_mask: jax.Array | None  # bool [A]: legal actions for obs; None when the env has no masks
+    reward: jax.Array  # float32 []
+    terminated: jax.Array  # bool []: a true terminal state, bootstrap with 0
+    truncated: jax.Array  # bool []: time limit (and not terminated), bootstrap from final_obs
+    final_obs: jax.Array  # float32 [*obs]: observation this step reached, before any auto-reset
+
+
+class Env(Protocol):
+    """One environment of some suite, behind pure functions (see the module docstring)."""
+
+    spec: EnvSpec
+
+    def reset(self, key: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:
+        """(state, obs float32 [*obs], action_mask bool [A] or None)."""
+        ...
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        """Advance one step with auto-reset; action is an env action (int32 [] or float32 [*action_shape])."""
+        ...
+
+
+def reset_batch(env: Env, keys: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:
+    """Reset B environments. keys: [B] -> (state [B], obs float32 [B, *obs], action_mask bool [B, A] or None)."""
+    return jax.vmap(env.reset)(keys)
+
+
+def step_batch(env: Env, keys: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, TimeStep]:
+    """Step B environments with auto-reset. keys: [B]; actions: [B, ...] -> (state [B], TimeStep with [B] leaves)."""
+    return jax.vmap(env.step)(keys, state, actions)

@@ -1,0 +1,85 @@
+"""A config's memory footprint, estimated before anything is compiled, so that an impossible size is refused with
+the numbers instead of ending in an out-of-memory crash minutes later.
+
+The estimate counts the arrays a training program keeps alive: parameters with their gradient, Adam moments and
+flat copies; per environment the rollout [T, ...] of observations and masks plus a handful of per-step scalars;
+the minibatch index tables of every epoch; and twice the activations of one minibatch (forward and backward).
+It is a lower bound of the true peak (XLA keeps temporaries too), which is all a refusal needs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from jaxppo.config import PPOConfig
+from jaxppo.envs.protocol import EnvSpec
+
+BYTES = 4  # float32 / int32
+SCALARS_PER_STEP = 12  # action, log-prob, value, reward, flags, advantages, returns, ...
+
+
+def parameter_count(config: PPOConfig, spec: EnvSpec) -> int:
+    """Parameters of the actor-critic (both branches, torso, optional GRU, heads)."""
+    inputs = math.prod(spec.obs_shape)
+    if len(spec.obs_shape) == 3 and config.network != "mlp":
+        height, width, channels = spec.obs_shape
+        inputs = max(height - 2, 1) * max(width - 2, 1) * 16
+        conv = 9 * channels * 16 + 16
+    else:
+        conv = 0
+    widths = (inputs,) + tuple(config.hidden_sizes)
+    torso = conv + sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
+    features = widths[-1]
+    core = 0
+    if config.recurrent:
+        h = config.memory_size
+        core = features * 3 * h + 3 * h + h * 3 * h + h
+        features = h
+    heads = features * spec.num_actions + spec.num_actions + features + 1 + spec.num_actions
+    return 2 * (torso + core) + heads
+
+
+def estimate_bytes(config: PPOConfig, spec: EnvSpec, num_seeds: int = 1, num_devices: int = 1) -> int:
+    """Lower bound of the bytes one device needs to train config (num_seeds vmapped seeds)."""
+    params = parameter_count(config, spec)
+    obs = math.prod(spec.obs_shape)
+    per_step = obs + (spec.num_actions if spec.has_action_mask else 0) + SCALARS_PER_STEP
+    envs = config.num_envs // num_devices
+    rollout = envs * config.num_steps * per_step * 3  # the rollout, its normalised copy and the minibatches
+    indices = config.num_epochs * envs * config.num_steps
+    widest = max(config.hidden_sizes + ((config.memory_size,) if config.recurrent else ()))
+    activations = 2 * (envs * config.num_steps // config.num_minibatches) * (obs + 4 * widest) * 2
+    return BYTES * num_seeds * (6 * params + rollout + indices + activations)
+
+
+def available_bytes(device=None) -> int | None:
+    """Memory the device can give: its own limit on an accelerator, MemAvailable of the host on CPU."""
+    if device is not None and device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        return stats.get("bytes_limit")
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(config: PPOConfig, spec: EnvSpec, num_seeds: int = 1, num_devices: int = 1, device=None) -> None:
+    """ValueError naming the sizes when the estimate exceeds the memory available."""
+    needed = estimate_bytes(config, spec, num_seeds, num_devices)
+    available = available_bytes(device)
+    if available is None or needed <= available:
+        return
+    raise ValueError(
+        f"this config needs at least {needed / 2**30:,.1f} GiB per device but {available / 2**30:,.1f} GiB are "
+        f"available ({parameter_count(config, spec):,} parameters, hidden_sizes={config.hidden_sizes}; "
+        f"num_envs={config.num_envs} x num_steps={config.num_steps} steps of {math.prod(spec.obs_shape):,} "
+        f"observation values; num_epochs={config.num_epochs}; {num_seeds} seed(s)); reduce these"
+    )

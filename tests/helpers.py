@@ -1,0 +1,73 @@
+"""Shared settings and helpers of the test suite: tiny runs, the CLI in-process, one-line error checks.
+
+Imported by tests as `from tests import helpers` (the repository root is on sys.path when pytest runs from it).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxppo
+from jaxppo import cli
+from jaxppo.agent import make_agent
+from jaxppo.losses import LossInputs
+
+TINY_FLAGS = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--quiet"]
+"""CLI flags of a tiny CartPole run (add --total-timesteps)."""
+
+TINY = dict(num_envs=4, num_steps=16, num_minibatches=2)
+"""PPOConfig fields of a tiny CartPole run (add total_timesteps)."""
+
+SHORT_RUN = dict(env="CartPole-v1", num_envs=16, num_steps=16, total_timesteps=16 * 16 * 4, num_minibatches=4,
+                 num_epochs=2)
+"""A global batch of 16 envs x 16 steps, 4 updates, 4 minibatches: small, but every collective is exercised."""
+
+PROBE = dict(env="custom", num_envs=8, num_steps=16, num_minibatches=2, num_epochs=4, lr=3e-3, anneal_lr=False,
+             hidden_sizes=(32, 32))
+"""PPOConfig fields for the probe environments (tests/probe_envs.py)."""
+
+
+def tiny_config(updates: int = 6, **overrides) -> jaxppo.PPOConfig:
+    """A tiny CartPole config of `updates` updates."""
+    fields = {**TINY, "total_timesteps": TINY["num_envs"] * TINY["num_steps"] * updates, **overrides}
+    return jaxppo.PPOConfig(**fields)
+
+
+def train_cli(*args: str) -> int:
+    """`jaxppo train ARGS` in-process; returns the exit code."""
+    return cli.main(["train", *args])
+
+
+def usage_error(argv: list[str], capsys, code: int = 2) -> str:
+    """Run the command line; assert the exit code and ONE `jaxppo: error:` line on stderr; return that line."""
+    assert cli.main(argv) == code
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jaxppo: error: "), captured.err
+    assert "Traceback" not in captured.err + captured.out
+    return lines[0]
+
+
+def random_minibatch(key: jax.Array, n: int = 64, obs_dim: int = 4) -> LossInputs:
+    """A random feed-forward minibatch of n CartPole-like samples (advantages already normalised or not)."""
+    k = jax.random.split(key, 5)
+    return LossInputs(
+        obs=jax.random.normal(k[0], (n, obs_dim)), first=jnp.zeros((n,), bool), action_mask=None,
+        actions=jax.random.randint(k[1], (n,), 0, 2),
+        old_log_probs=jnp.log(jnp.full((n,), 0.5)) + 0.3 * jax.random.normal(k[2], (n,)),
+        old_values=jax.random.normal(k[3], (n,)), advantages=jax.random.normal(k[4], (n,)) + 0.5,
+        returns=jax.random.normal(k[0], (n,)), memory=(),
+    )
+
+
+def cartpole_agent(**overrides):
+    return make_agent(jaxppo.PPOConfig(**overrides))
+
+
+def leaves_close(a, b, rtol=1e-5, atol=1e-7) -> float:
+    """Max absolute difference of two pytrees' leaves (asserting equal structure)."""
+    diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
+    return max(diffs)
