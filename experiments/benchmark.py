@@ -14,13 +14,8 @@ For each setting this measures, in one process and back to back:
 Training and rollout runs are interleaved (train, rollout, train, rollout, ...) so both see the same machine load.
 Absolute steps/s are noisy on shared machines; the ratio is the headline.
 
-XLA flag: the script adds --xla_cpu_enable_concurrency_optimized_scheduler=false to XLA_FLAGS (unless XLA_FLAGS
-already sets that flag), because with jaxlib 0.10.2 on a single CPU device the vmapped training program can hang
-forever in block_until_ready, every thread idle (e.g. 2 seeds x 4096 steps of CartPole-v1, also through
-`jaxppo train --num-seeds 2`). The flag only affects the CPU backend, but there it moves the numbers (CartPole
-4 x 128 on 2 cores: training ~12% slower, rollout ~12% faster than with XLA's default). The header line prints the
-XLA_FLAGS in use; to measure the single-seed rows with XLA's default scheduler, run with
-XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=true and leave out cartpole-32seeds.
+Feed-forward and recurrent PPO are compared on the same layout: cartpole-4x128 next to cartpole-4x128-gru
+(`memory="gru"`, a 128-wide GRU after the torso; minibatches are then groups of whole environment sequences).
 
 Run from the repository root:
 
@@ -62,10 +57,13 @@ class Setting:
     num_minibatches: int = 4
     num_epochs: int = 4
     budget_fraction: float = 1.0  # share of --total-timesteps this row runs (CNN training is slow on a CPU)
+    memory: str = "none"  # PPOConfig.memory: "none" (feed-forward) or "gru"
+    memory_size: int = 128
 
 
 SETTINGS = (
     Setting("cartpole-4x128", "CartPole-v1", num_envs=4, num_steps=128),
+    Setting("cartpole-4x128-gru", "CartPole-v1", num_envs=4, num_steps=128, memory="gru", memory_size=128),
     Setting("cartpole-2048x16", "CartPole-v1", num_envs=2048, num_steps=16, num_minibatches=32),
     Setting("acrobot-16x128", "Acrobot-v1", num_envs=16, num_steps=128),
     Setting("pendulum-16x128", "Pendulum-v1", num_envs=16, num_steps=128, num_minibatches=32, num_epochs=10),
@@ -76,19 +74,6 @@ SETTINGS = (
     Setting("cartpole-32seeds", "CartPole-v1", num_envs=4, num_steps=128, seeds=32),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
-
-
-CPU_SCHEDULER_FLAG = "xla_cpu_enable_concurrency_optimized_scheduler"
-
-
-def avoid_cpu_scheduler_hang() -> None:
-    """Turn off XLA:CPU's concurrency-optimised scheduler unless XLA_FLAGS sets it; before the first computation.
-
-    With it on (jaxlib 0.10.2, one CPU device) vmapped training runs can deadlock with every thread idle.
-    """
-    flags = os.environ.get("XLA_FLAGS", "")
-    if CPU_SCHEDULER_FLAG not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} --{CPU_SCHEDULER_FLAG}=false".strip()
 
 
 class Row(NamedTuple):
@@ -112,6 +97,7 @@ def build_config(setting: Setting, total_timesteps: int) -> PPOConfig:
     per_seed = int(total_timesteps * setting.budget_fraction) // setting.seeds
     return PPOConfig(env=setting.env, num_envs=setting.num_envs, num_steps=setting.num_steps,
                      num_minibatches=setting.num_minibatches, num_epochs=setting.num_epochs,
+                     memory=setting.memory, memory_size=setting.memory_size,
                      total_timesteps=max(per_seed, batch_size))
 
 
@@ -190,11 +176,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Measure the chosen settings, print the table and write the CSV."""
     args = parse_args(argv)
-    avoid_cpu_scheduler_hang()
     print("\n".join(common.machine_lines()))
-    if f"{CPU_SCHEDULER_FLAG}=false" not in os.environ["XLA_FLAGS"] and any(
-            SETTINGS_BY_NAME[name].seeds > 1 for name in args.settings):
-        print(f"warning: XLA_FLAGS leaves {CPU_SCHEDULER_FLAG} on; the vmapped-seeds setting may hang on a CPU")
     print("note: absolute steps/s are noisy on shared machines; the ratio (training vs. pure rollout, measured "
           "back to back) is the headline", flush=True)
     rows = []

@@ -155,9 +155,10 @@ def make_rollout_limit(config) -> Callable[[Any], Any]:
     """run(key) -> (final EnvCarry, float32 [num_updates]): the rollouts of a training run, without the learning.
 
     The *pure rollout limit* of a config: config.num_updates rollouts of config.num_steps steps by the same policy
-    network with its initial parameters and normaliser statistics, built from the library's own pieces. Each rollout
-    is reduced to the sum of its values, log-probabilities and episode returns: training needs them, so XLA must
-    compute them here too, but need not keep the [T, B] trajectory.
+    network (with memory, if the config has one) with its initial parameters and normaliser statistics, built from
+    the library's own pieces (`make_agent`, `init_state`, `rollout`). Each rollout is reduced to the sum of its
+    values, log-probabilities and episode returns: training needs them, so XLA must compute them here too, but need
+    not keep the [T, B] trajectory. One device only (config.num_devices == 1).
     """
     import jax
     import jax.numpy as jnp
@@ -168,16 +169,18 @@ def make_rollout_limit(config) -> Callable[[Any], Any]:
     from jaxppo.rollout import rollout
     from jaxppo.train import init_state, local_env_ids
 
+    if config.num_devices != 1:
+        raise ValueError(f"num_devices={config.num_devices}: the rollout limit runs on one device")
     agent = make_agent(config)
     gamma = HParams.from_config(config).gamma
-    env_ids = local_env_ids(config, None)
 
     def run(key):
         state = init_state(agent, key)
+        env_ids = local_env_ids(agent, None)
 
         def one_rollout(env_carry, rollout_key):
-            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids,
-                                             state.obs_moments, state.reward_moments, gamma)
+            env_carry, traj, tally = rollout(agent, state.params, env_carry, rollout_key, env_ids, state.normalizers,
+                                             gamma)
             return env_carry, jnp.sum(traj.value) + jnp.sum(traj.log_prob) + tally.return_sum
 
         return lax.scan(one_rollout, state.env, jax.random.split(state.key, config.num_updates))

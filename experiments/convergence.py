@@ -33,7 +33,7 @@ import numpy as np
 
 from jaxppo import outputs
 from jaxppo.config import PPOConfig
-from jaxppo.runner import ChunkedRun, chunk_sizes
+from jaxppo.runner import ChunkedRun
 
 ENVS = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Breakout-MinAtar")
 SMALL_SEEDS = {"Breakout-MinAtar": 2}
@@ -80,20 +80,21 @@ def seconds_at_update(update: int, chunk_ends: np.ndarray, chunk_seconds: np.nda
     return before + chunk_seconds[index] * (update - start) / (chunk_ends[index] - start)
 
 
-def run_seed(runner: ChunkedRun, seed: int, chunk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One seed trained in chunks of `chunk` updates.
+def run_seed(runner: ChunkedRun, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One seed trained in chunks of runner.chunk_updates updates (the last one shorter if need be).
 
     Returns (episode_return [U], episodes_completed [U], chunk_ends [C], chunk_seconds [C]).
     """
     state = runner.init(jax.vmap(jax.random.key)(np.array([seed])))
     returns, completed, ends, seconds, done = [], [], [], [], 0
-    for size in chunk_sizes(runner.config.num_updates, chunk):
-        result = runner.run_chunk(state, size, done)
-        state, done = result.state, done + size
-        returns.append(np.asarray(result.metrics.episode_return)[0])
-        completed.append(np.asarray(result.metrics.episodes_completed)[0])
+    while done < runner.config.num_updates:
+        size = min(runner.chunk_updates, runner.config.num_updates - done)
+        state, metrics, chunk_seconds = runner.run_chunk(state, size)
+        done += size
+        returns.append(np.asarray(metrics.episode_return)[0])
+        completed.append(np.asarray(metrics.episodes_completed)[0])
         ends.append(done)
-        seconds.append(result.seconds)
+        seconds.append(chunk_seconds)
     return np.concatenate(returns), np.concatenate(completed), np.array(ends), np.array(seconds)
 
 
@@ -101,14 +102,13 @@ def measure_env(config: PPOConfig, seeds: Sequence[int], chunks: int) -> list[Se
     """Train every seed in turn with one compiled program; one row per seed."""
     env_id = config.env
     target = common.TARGETS[env_id]
-    runner = ChunkedRun(config, num_seeds=1)
+    runner = ChunkedRun(config, num_seeds=1, chunk_updates=max(1, -(-config.num_updates // chunks)))
     start = time.perf_counter()
     jax.block_until_ready(runner.init(jax.vmap(jax.random.key)(np.array([0]))))
     init_compile = time.perf_counter() - start
-    chunk = max(1, -(-config.num_updates // chunks))
     rows = []
     for seed in seeds:
-        episode_return, completed, ends, seconds = run_seed(runner, seed, chunk)
+        episode_return, completed, ends, seconds = run_seed(runner, seed)
         compile_s = runner.compile_seconds + init_compile
         update = int(common.first_reaching(episode_return[None], completed[None], target)[0])
         to_target = seconds_at_update(update, ends, seconds) if update else float("nan")

@@ -21,8 +21,7 @@ for about 10M steps). `--budget small` runs SMALL_BUDGETS below, picked so that 
 4 seeds, compile included) takes about 15 minutes on a 2-core CPU; small-budget verdicts say how far a CPU-sized
 run gets, not whether the preset reaches the reference.
 
-Environments without a preset are listed in SKIPPED_ENVS with the reason. Importing jaxppo turns off XLA:CPU's
-concurrency-optimised scheduler (jaxppo.xla_workarounds); the header line prints the XLA_FLAGS in use.
+Environments without a preset are listed in `jaxppo.presets.SKIPPED_ENVS` with the reason.
 
 Run from the repository root:
 
@@ -34,8 +33,7 @@ Run from the repository root:
 --set FIELD=VALUE overrides PPOConfig fields of every chosen preset (for tuning and quick checks; values are
 Python literals, e.g. hidden_sizes=(128,128), or bare words for strings). The CSV and the chart are written after
 every environment, so an interrupted run keeps what it finished. Each preset runs in its own Python process
-(see `run_isolated`: a CPU hang seen in jaxlib 0.10.2), so compile_s and train_s never include another preset's
-work.
+(see `run_isolated`), so compile_s and train_s never include another preset's work.
 """
 
 from __future__ import annotations
@@ -60,14 +58,9 @@ import numpy as np
 from jaxppo.config import PPOConfig
 from jaxppo.evaluate import make_evaluate
 from jaxppo.outputs import FINAL_WINDOW, final_returns
-from jaxppo.presets import PRESETS, REFERENCE_RETURNS, preset_config, preset_names
+from jaxppo.presets import PRESETS, REFERENCE_RETURNS, SKIPPED_ENVS, preset_config, preset_names
 from jaxppo.train import make_train
 
-SKIPPED_ENVS: dict[str, str] = {
-    "MNISTBandit-bsuite": "builds by downloading MNIST (no network access assumed); not a PPO benchmark",
-    "FrozenLake-misc": "Discrete observation space; jaxppo needs a Box (vector or image) observation",
-}
-"""gymnax ids with no preset, and why."""
 
 SMALL_BUDGETS: dict[str, int] = {
     # classic control: 100-300k env steps/s on 2 CPU cores (4 seeds vmapped)
@@ -174,9 +167,8 @@ def measure(name: str, budget: str, num_seeds: int, seed: int, overrides: dict[s
     per_seed = final_returns(np.asarray(metrics.episode_return, np.float64))
     mean, std = float(per_seed.mean()), float(per_seed.std())
     evaluate_seeds = jax.jit(jax.vmap(make_evaluate(config, num_episodes=EVAL_EPISODES, deterministic=True)))
-    obs_moments = state.obs_moments if config.normalize_observations else None
     eval_keys = jax.random.split(jax.random.key(seed + 10_000), num_seeds)
-    greedy = np.asarray(evaluate_seeds(state.params, eval_keys, obs_moments).returns, np.float64)
+    greedy = np.asarray(evaluate_seeds(state.params, eval_keys, state.normalizers).returns, np.float64)
     eval_mean, eval_std, eval_sem = eval_statistics(greedy)
     reference = REFERENCE_RETURNS.get(config.env)
     return Row(preset=name, env=config.env, budget=budget, num_seeds=num_seeds, env_steps=config.num_env_steps,
@@ -308,9 +300,9 @@ def failed_row(name: str, budget: str, num_seeds: int, why: str) -> Row:
 def run_isolated(name: str, args: argparse.Namespace) -> Row:
     """measure() of one preset in a fresh Python process, retried once if it exceeds --env-timeout.
 
-    Why a process per preset: with jaxlib 0.10.2 on a 2-core CPU, a vmapped training program was seen to wait
-    forever in block_until_ready (every thread idle) when it ran after other programs in the same process, even
-    with the concurrency-optimised scheduler off; the same program in a fresh process finished in seconds.
+    A process per preset keeps the presets apart: each starts from a fresh backend (no compiled programs or device
+    memory left by the previous one, so its compile_s and train_s are its own), and one that fails or runs past
+    --env-timeout costs its own row only, not the table.
     """
     command = [sys.executable, str(Path(__file__).resolve()), "--child", name, "--budget", args.budget,
                "--num-seeds", str(args.num_seeds), "--seed", str(args.seed)]

@@ -8,14 +8,15 @@ Two measurements, CartPole-v1, num_steps=32, num_minibatches=4, num_epochs=4, in
    the same environments stepped by the same policy network with its initial parameters, for the same number of
    updates, no learning (`make_agent` + `init_state` + `rollout`, scanned with `lax.scan`). ratio = training /
    rollout limit is the share of the rollout speed that survives learning.
-2. Device scaling, for each parallel mode (shard_map, pmap) and each D in --devices (1, 2, 4):
+2. Device scaling, for each D in --devices (1, 2, 4):
    - strong scaling: a fixed global batch of 256 envs x 32 steps split over D devices;
      efficiency = (steps/s with D devices / D) / (steps/s of the plain single-device trainer);
    - weak scaling: 64 envs per device (64 * D envs in all), the same number of updates for every D;
      efficiency = steps/s per device relative to the plain single-device trainer with 64 envs.
-   The baseline (parallel "single") is `make_train` with num_devices=1, which does not map over devices; the D=1
-   rows of each mode run `make_distributed_train` on one device, so they show the mode's own overhead.
-   replicas_in_sync is the trainer's check that parameters stayed identical on every device after every update.
+   The baseline (parallel "single", the D=1 point) is `make_train` with num_devices=1, which does not map over
+   devices; with num_devices=D > 1 `make_train` itself runs the same per-device program on every device through
+   `jax.shard_map` (parallel "shard_map"). replicas_in_sync is the trainer's check (`check_replicas=True`) that
+   parameters stayed identical on every device after every update.
 
 Each point runs max(20 updates, enough updates for 200k env steps) times --budget-scale (at least one update).
 
@@ -113,8 +114,7 @@ if __name__ == "__main__":
 import common  # noqa: E402
 import jax  # noqa: E402  (after XLA_FLAGS)
 
-from jaxppo.config import PARALLEL_MODES, PPOConfig  # noqa: E402
-from jaxppo.distributed import make_distributed_train  # noqa: E402
+from jaxppo.config import PPOConfig  # noqa: E402
 from jaxppo.train import make_train  # noqa: E402
 
 ENV_ID = "CartPole-v1"
@@ -140,10 +140,10 @@ class EnvRow(NamedTuple):
 
 
 class DeviceRow(NamedTuple):
-    """One (scaling, parallel, num_devices) point of the device-scaling part."""
+    """One (scaling, num_devices) point of the device-scaling part."""
 
     scaling: str  # "strong" (fixed global batch) or "weak" (fixed batch per device)
-    parallel: str  # "single" (make_train on one device, the baseline), "shard_map" or "pmap"
+    parallel: str  # "single" (make_train on one device, the baseline) or "shard_map" (make_train over D devices)
     num_devices: int
     num_envs: int  # over all devices
     envs_per_device: int
@@ -165,10 +165,10 @@ def updates_for(batch_size: int, budget_scale: float) -> int:
     return max(1, round(base * budget_scale))
 
 
-def make_config(num_envs: int, num_updates: int, num_devices: int = 1, parallel: str = "shard_map") -> PPOConfig:
+def make_config(num_envs: int, num_updates: int, num_devices: int = 1) -> PPOConfig:
     """CartPole PPOConfig of exactly num_updates updates of num_envs * NUM_STEPS env steps; other fields default."""
     return PPOConfig(env=ENV_ID, num_envs=num_envs, num_steps=NUM_STEPS, num_minibatches=NUM_MINIBATCHES,
-                     total_timesteps=num_updates * num_envs * NUM_STEPS, num_devices=num_devices, parallel=parallel)
+                     total_timesteps=num_updates * num_envs * NUM_STEPS, num_devices=num_devices)
 
 
 # --------------------------------------------------------------------------------------------------- measuring
@@ -185,24 +185,21 @@ def measure_env_point(num_envs: int, budget_scale: float, key: jax.Array) -> Env
                   rollout_steps_per_s=steps / rollout_s, ratio=rollout_s / train_s)
 
 
-def measure_device_point(scaling: str, parallel: str, num_devices: int, num_envs: int, num_updates: int,
+def measure_device_point(scaling: str, num_devices: int, num_envs: int, num_updates: int,
                          baseline_steps_per_s: float | None, key: jax.Array) -> DeviceRow:
-    """Compile and time one training run over num_devices devices.
+    """Compile and time one training run (`make_train`) over num_devices devices.
 
-    parallel="single" is the baseline: make_train with num_devices=1 (no mapping over devices); its efficiency is 1
-    by definition (baseline_steps_per_s=None). A mode with num_devices=1 runs make_distributed_train on one device.
+    num_devices=1 is the baseline (parallel "single": no mapping over devices); its efficiency is 1 by definition
+    (baseline_steps_per_s=None). With more devices make_train maps over them with shard_map.
     """
-    config = make_config(num_envs, num_updates, num_devices, "shard_map" if parallel == "single" else parallel)
-    if parallel == "single":
-        train = make_train(config)
-    else:
-        train = make_distributed_train(config)  # also for one device, unlike make_train
-    compiled = common.compile_timed(train, key)
+    config = make_config(num_envs, num_updates, num_devices)
+    compiled = common.compile_timed(make_train(config, check_replicas=True), key)
     run_s, (_, metrics) = common.time_compiled(compiled)
     steps_per_s = config.num_env_steps / run_s
     per_device = steps_per_s / num_devices
-    return DeviceRow(scaling=scaling, parallel=parallel, num_devices=num_devices, num_envs=num_envs,
-                     envs_per_device=config.envs_per_device, num_steps=NUM_STEPS, num_updates=config.num_updates,
+    return DeviceRow(scaling=scaling, parallel="single" if num_devices == 1 else "shard_map",
+                     num_devices=num_devices, num_envs=num_envs,
+                     envs_per_device=config.envs_per_device(), num_steps=NUM_STEPS, num_updates=config.num_updates,
                      env_steps=config.num_env_steps, compile_s=compiled.compile_s, run_s=run_s,
                      steps_per_s=steps_per_s, steps_per_s_per_device=per_device,
                      efficiency=1.0 if baseline_steps_per_s is None else per_device / baseline_steps_per_s,
@@ -210,7 +207,7 @@ def measure_device_point(scaling: str, parallel: str, num_devices: int, num_envs
 
 
 def measure_devices(devices: Sequence[int], budget_scale: float, key: jax.Array) -> list[DeviceRow]:
-    """Strong then weak scaling: the single-device baseline, then every device count under every parallel mode."""
+    """Strong then weak scaling: the single-device baseline (the D=1 point), then every device count above 1."""
     rows = []
     for scaling in ("strong", "weak"):
         def num_envs(d: int) -> int:
@@ -219,13 +216,12 @@ def measure_devices(devices: Sequence[int], budget_scale: float, key: jax.Array)
         # Same updates for every D: strong scaling keeps the total work fixed, weak scaling the work per device.
         num_updates = updates_for(num_envs(1) * NUM_STEPS, budget_scale)
         print(f"  {scaling}: baseline, 1 device, {num_envs(1)} envs ...", flush=True)
-        baseline = measure_device_point(scaling, "single", 1, num_envs(1), num_updates, None, key)
+        baseline = measure_device_point(scaling, 1, num_envs(1), num_updates, None, key)
         rows.append(baseline)
         for d in devices:
-            for parallel in PARALLEL_MODES:
-                print(f"  {scaling}: {parallel}, {d} device(s), {num_envs(d)} envs ...", flush=True)
-                rows.append(measure_device_point(scaling, parallel, d, num_envs(d), num_updates,
-                                                 baseline.steps_per_s, key))
+            if d > 1:
+                print(f"  {scaling}: shard_map, {d} devices, {num_envs(d)} envs ...", flush=True)
+                rows.append(measure_device_point(scaling, d, num_envs(d), num_updates, baseline.steps_per_s, key))
     return rows
 
 
@@ -274,12 +270,11 @@ def plot(path: Path, env_rows: Sequence[EnvRow], device_rows: Sequence[DeviceRow
 
     if device_rows:
         counts = sorted({r.num_devices for r in device_rows})
-        for scaling, style in (("strong", "-"), ("weak", "--")):
-            for parallel, marker in zip(PARALLEL_MODES, "os"):
-                line = [r for r in device_rows if r.scaling == scaling and r.parallel == parallel]
-                if line:
-                    ax_devices.plot([r.num_devices for r in line], [r.efficiency for r in line], marker + style,
-                                    label=f"{scaling}, {parallel}")
+        for scaling, style in (("strong", "o-"), ("weak", "s--")):
+            line = sorted((r for r in device_rows if r.scaling == scaling), key=lambda r: r.num_devices)
+            if line:
+                ax_devices.plot([r.num_devices for r in line], [r.efficiency for r in line], style,
+                                label=f"{scaling} (shard_map; D=1: make_train on one device)")
         ax_devices.axhline(1.0, color="gray", lw=1, label="ideal")
         ax_devices.plot(counts, [1 / d for d in counts], ":", color="gray", label="1/D (no speed-up)")
         ax_devices.set_xticks(counts, [str(d) for d in counts])

@@ -60,11 +60,11 @@ class EnvsRow(NamedTuple):
 
 def time_seeds(config: PPOConfig, num_seeds: int, repeats: int) -> tuple[float, float]:
     """(best seconds of `repeats` runs, compile seconds) of num_seeds seeds in one vmapped program."""
-    runner = ChunkedRun(config, num_seeds)
+    runner = ChunkedRun(config, num_seeds, chunk_updates=config.num_updates)
     best = float("inf")
     for repeat in range(repeats):
         state = runner.init(jax.vmap(jax.random.key)(np.arange(repeat, repeat + num_seeds)))
-        best = min(best, runner.run_chunk(state, config.num_updates, 0).seconds)
+        best = min(best, runner.run_chunk(state, config.num_updates)[2])
     return best, runner.compile_seconds
 
 

@@ -81,10 +81,10 @@ class EnvResult(NamedTuple):
 
 def train_seeds(config: PPOConfig, num_seeds: int, first_seed: int = 0):
     """(metrics [S, U] as numpy, compile seconds, train seconds): all seeds in one compiled vmapped program."""
-    runner = ChunkedRun(config, num_seeds)
+    runner = ChunkedRun(config, num_seeds, chunk_updates=config.num_updates)
     state = runner.init(jax.vmap(jax.random.key)(np.arange(first_seed, first_seed + num_seeds)))
-    result = runner.run_chunk(state, config.num_updates, 0)
-    return result.metrics, runner.compile_seconds, result.seconds
+    _, metrics, seconds = runner.run_chunk(state, config.num_updates)
+    return metrics, runner.compile_seconds, seconds
 
 
 def measure_env(config: PPOConfig, num_seeds: int) -> EnvResult:

@@ -35,10 +35,24 @@ def make_agent(config: PPOConfig, env: Any = None, env_params: Any = None) -> Ag
     adapter = make_env(config.env, env, env_params)
     spec = adapter.spec
     name = config.env if env is None else getattr(env, "name", type(env).__name__)
+    if env is not None and config.env != CUSTOM_ENV:
+        _check_instance_matches_id(config.env, env, spec)
     check_network_fits(config, spec, name)
     if config.recurrent and len(spec.obs_shape) == 0:
         raise ValueError(f"memory={config.memory!r}: {name} has scalar observations")
     return Agent(config, adapter, spec, make_network(config, spec))
+
+
+def _check_instance_matches_id(env_id: str, env: Any, spec: EnvSpec) -> None:
+    """ValueError when an environment instance is passed with a config naming another environment."""
+    try:
+        registered = make_env(env_id)
+    except ValueError:
+        raise ValueError(f"env={env_id!r} with an environment instance: use env='custom' for instances") from None
+    inner = getattr(registered, "env", registered)
+    if type(inner) is not type(env) or registered.spec[:4] != spec[:4]:
+        raise ValueError(f"env={env_id!r}: the environment instance passed to make_train ({type(env).__name__}) is "
+                         f"not a {env_id} ({type(inner).__name__}); use env='custom' for your own instance")
 
 
 def policy_input(config: PPOConfig, obs: jax.Array, normalizers: Normalizers | None) -> jax.Array:

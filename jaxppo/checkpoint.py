@@ -86,6 +86,7 @@ class Restored(NamedTuple):
     step: int
     meta: dict[str, Any]
     skipped: list[str]  # one line per newer checkpoint that was damaged and passed over
+    skipped_steps: list[int]
 
 
 class CheckpointStore:
@@ -156,7 +157,7 @@ class CheckpointStore:
 
     def restore_latest(self, template_state: Any) -> Restored:
         """The newest checkpoint that restores and verifies; CheckpointError listing why each one failed."""
-        skipped = []
+        skipped, skipped_steps = [], []
         for step in reversed(self.steps()):
             try:
                 state, meta = self.restore(step, template_state)
@@ -164,11 +165,23 @@ class CheckpointStore:
                 if "another setup" in str(error):
                     raise
                 skipped.append(str(error))
+                skipped_steps.append(step)
                 continue
-            return Restored(state, step, meta, skipped)
+            return Restored(state, step, meta, skipped, skipped_steps)
         if not skipped:
             raise CheckpointError(f"no complete checkpoint in {self.directory}")
         raise CheckpointError("; ".join(skipped))
+
+    def set_aside(self, step: int) -> Path:
+        """Rename damaged checkpoint `step` to damaged-<step>-<time> (kept for inspection, no longer a checkpoint),
+        so that a resumed run can write that step again. Returns the new path."""
+        import time
+
+        source = self.directory / str(step)
+        target = self.directory / f"damaged-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        source.rename(target)
+        self._manager.reload()
+        return target
 
     def close(self) -> None:
         """Release orbax's background resources."""

@@ -194,6 +194,11 @@ class PPOConfig:
                     f"environment sequences, so it must divide the {per_device} environments per device "
                     f"(num_envs={self.num_envs} over {layout})"
                 )
+        elif devices == 1 and self.batch_size % self.num_minibatches:
+            raise ValueError(
+                f"num_minibatches={self.num_minibatches}: must divide num_envs * num_steps = {self.num_envs} * "
+                f"{self.num_steps} = {self.batch_size}; pick a divisor of {self.batch_size}"
+            )
         elif (per_device * self.num_steps) % self.num_minibatches:
             raise ValueError(
                 f"num_minibatches={self.num_minibatches}: must divide the per-device batch num_envs / devices * "

@@ -63,6 +63,18 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     bounds both the wait for all processes at start-up and the detection of a dead peer (heartbeat), so a
     missing or crashed process makes the others fail instead of hanging.
     """
+    check_cluster_args(coordinator, num_processes, process_id)
+    # Cross-process collectives on CPU (tests, CPU clusters); no effect on GPU/TPU. Must precede backend start-up.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+        initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
+        shutdown_timeout_seconds=timeout_seconds,
+    )
+
+
+def check_cluster_args(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
+    """ValueError naming the flag when the cluster arguments are incomplete or malformed."""
     given = [v is not None for v in (coordinator, num_processes, process_id)]
     if any(given) and not all(given):
         raise ValueError("--coordinator, --num-processes and --process-id: give all three, or none to let JAX "
@@ -74,10 +86,3 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         host, sep, port = coordinator.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"--coordinator {coordinator}: expected HOST:PORT, e.g. 10.0.0.1:8476")
-    # Cross-process collectives on CPU (tests, CPU clusters); no effect on GPU/TPU. Must precede backend start-up.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-        initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
-        shutdown_timeout_seconds=timeout_seconds,
-    )

@@ -233,26 +233,37 @@ def params_bytes(params: Any, normalizers: Any) -> bytes:
     return serialization.to_bytes({"params": params, "normalizers": normalizers})
 
 
-def write_params(path: Path, params: Any, normalizers: Any) -> None:
-    """Parameters and normaliser statistics as flax msgpack (no pickling), with a SHA-256 sidecar."""
+def config_digest(config: PPOConfig) -> str:
+    """SHA-256 of the config's canonical JSON."""
+    return sha256(json.dumps(config_to_dict(config), sort_keys=True).encode())
+
+
+def write_params(path: Path, params: Any, normalizers: Any, config: PPOConfig | None = None) -> None:
+    """Parameters and normaliser statistics as flax msgpack (no pickling), with a sidecar holding the SHA-256 of
+    the file and of the config they were trained with."""
     data = params_bytes(params, normalizers)
-    write_bytes(Path(str(path) + ".sha256"), (sha256(data) + "\n").encode())
+    sidecar = sha256(data) + "\n" + (config_digest(config) + "\n" if config is not None else "")
+    write_bytes(Path(str(path) + ".sha256"), sidecar.encode())
     write_bytes(path, data)
 
 
-def read_params(path: str | Path, template: dict[str, Any]) -> dict[str, Any]:
+def read_params(path: str | Path, template: dict[str, Any], config: PPOConfig | None = None) -> dict[str, Any]:
     """Read write_params output into the structure of template {'params': ..., 'normalizers': ...}; OutputError
-    when the checksum does not match (a damaged or edited file) or the structure differs."""
+    when the checksum does not match (a damaged or edited file), the config differs from the one trained with,
+    or the structure differs."""
     from flax import serialization
 
     path = Path(path)
     try:
         data = path.read_bytes()
-        expected = Path(str(path) + ".sha256").read_text().strip()
+        digests = Path(str(path) + ".sha256").read_text().split()
     except FileNotFoundError as error:
         raise OutputError(f"{error.filename} is missing") from None
-    if sha256(data) != expected:
+    if not digests or sha256(data) != digests[0]:
         raise OutputError(f"{path} does not match its checksum: the file is damaged or was edited")
+    if config is not None and len(digests) > 1 and config_digest(config) != digests[1]:
+        raise OutputError(f"{path.parent / CONFIG} is not the config these parameters were trained with (edited "
+                          "after training?)")
     try:
         return serialization.from_bytes(template, data)
     except (ValueError, KeyError, TypeError) as error:
@@ -320,7 +331,8 @@ def read_final_params(run_dir: Path) -> tuple[PPOConfig, dict[str, Any], int]:
     from jaxppo.normalizers import init_normalizers
 
     run_dir = Path(run_dir)
-    config = dataclasses.replace(read_config(run_dir), num_devices=1)
+    trained = read_config(run_dir)
+    config = dataclasses.replace(trained, num_devices=1)
     try:
         agent = make_agent(config)
     except ValueError as error:
@@ -340,7 +352,7 @@ def read_final_params(run_dir: Path) -> tuple[PPOConfig, dict[str, Any], int]:
         raise OutputError(f"{path} does not hold per-seed parameters of the config in {run_dir / CONFIG}")
     num_seeds = int(np.shape(first[0])[0])
     template = jax.tree.map(lambda x: np.zeros((num_seeds,) + tuple(x.shape), x.dtype), single)
-    return config, read_params(path, template), num_seeds
+    return config, read_params(path, template, trained), num_seeds
 
 
 def load_run(run_dir: str | Path, seed_index: int = 0) -> LoadedRun:

@@ -112,6 +112,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 
+SKIPPED_ENVS: dict[str, str] = {
+    "MNISTBandit-bsuite": "builds by downloading MNIST (no network access assumed); not a PPO benchmark",
+    "FrozenLake-misc": "Discrete observation space; jaxppo needs a Box (vector or image) observation",
+}
+"""gymnax ids with no preset, and why."""
+
 REFERENCE_RETURNS: dict[str, float] = {
     "Acrobot-v1": -80.0,
     "Pendulum-v1": -130.0,

@@ -5,8 +5,8 @@ nothing removed before every check has passed.
         ...                                                                # the run writes its files
 
 A folder's kind ("train" or "sweep") is recorded in run.json. The lock is `out/.lock`, held with an OS file lock
-(fcntl.flock) for the writer's life: a second writer is refused with the holder's pid, host and command, and a lock
-left by a dead process is free again (the OS releases it with the process).
+(fcntl.flock) for the writer's life and removed at its end: a second writer is refused with the holder's pid, host
+and command, and a lock left by a dead process is free again (the OS releases it with the process).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def folder_kind(out: Path) -> str | None:
         pass
     if (out / outputs.SWEEP_CSV).exists():
         return "sweep"
-    if any((out / name).exists() for name in OUTPUTS["train"]):
+    shared = set(OUTPUTS["train"]) & set(OUTPUTS["sweep"])  # config.json, run.json say nothing on their own
+    if any((out / name).exists() for name in OUTPUTS["train"] if name not in shared):
         return "train"
     return None
 
@@ -76,11 +77,23 @@ def check_writable(out: Path) -> None:
         raise RunFolderError("--out '': give a folder name, e.g. --out runs/cartpole")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out}: is a file, not a folder; choose another --out")
-    probe = out
+    probe = out.absolute()
     while not probe.exists():
         probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+    if not probe.is_dir() or not _can_create_in(probe):
         raise RunFolderError(f"--out {out}: {probe} is not a writable folder; choose another --out")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a folder can be created in `folder` (tried, then removed: permissions alone do not tell, e.g. /proc
+    for root)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".jaxppo-probe-", dir=folder))
+        return True
+    except OSError:
+        return False
 
 
 def check_new_run(out: Path, kind: str, overwrite: bool) -> list[str]:
@@ -112,23 +125,40 @@ def remove_outputs(out: Path, names: list[str]) -> None:
 
 @contextlib.contextmanager
 def run_lock(out: Path) -> Iterator[None]:
-    """Hold out/.lock for the duration (RunFolderError naming the holder if another process holds it)."""
+    """Hold out/.lock for the duration (RunFolderError naming the holder if another process holds it).
+
+    The lock file exists only while held: it is removed (still locked) on the way out. A process that opened the
+    file just before it was removed sees, once locked, that the path no longer names its file, and tries again.
+    """
     import fcntl
 
     path = Path(out) / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    try:
+    for _ in range(20):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
             raise RunFolderError(f"--out {out}: in use by {holder}; wait for it to finish or choose another "
                                  "--out") from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    else:
+        raise RunFolderError(f"--out {out}: could not take the lock {path}; try again")
+    try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, (f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')} "
                        f"({' '.join(sys.argv[:3])})").encode(), 0)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
         os.close(fd)
 
 
@@ -154,7 +184,7 @@ def reopen_run_folder(out: Path, kind: str = "train") -> Iterator[Path]:
         raise RunFolderError(f"{out}: is not a folder holding a run")
     check_no_links(out, kind)
     other = folder_kind(out)
-    if other != kind:
-        raise RunFolderError(f"{out}: holds {'no run' if other is None else 'a ' + other + ' run'}, not a {kind} run")
+    if other is not None and other != kind:
+        raise RunFolderError(f"{out}: holds a {other} run, not a {kind} run")
     with run_lock(out):
         yield out

@@ -96,6 +96,7 @@ class RunResult(NamedTuple):
     updates_done: int
     finished: bool
     summary: dict[str, Any] | None  # summary.json's content when finished
+    stopped_by: str | None = None  # "SIGTERM" / "SIGINT" when a stop request ended the call early
 
 
 # ---------------------------------------------------------------------------------------------- chunks
@@ -226,6 +227,35 @@ def agree_across_processes(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
 
 
+def agree_on_settings(config: PPOConfig, options: RunOptions) -> None:
+    """Every process of a multi-host run must train the same config with the same options: ValueError naming
+    the fields that differ from process 0's (checked once, right after joining)."""
+    if jax.process_count() == 1:
+        return
+    import json
+
+    from jax.experimental import multihost_utils
+
+    mine = {"config": outputs.config_to_dict(config), "options": options.to_json()}
+    text = json.dumps(mine, sort_keys=True).encode()
+    size = 1 << max(12, (len(text) + 4).bit_length())
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([size], np.int32))).reshape(-1)
+    buffer = np.zeros(int(sizes.max()), np.uint8)
+    buffer[:4] = np.frombuffer(np.int32(len(text)).tobytes(), np.uint8)
+    buffer[4:4 + len(text)] = np.frombuffer(text, np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(buffer)).reshape(jax.process_count(), -1)
+    decoded = [json.loads(row[4:4 + int(np.frombuffer(row[:4].tobytes(), np.int32)[0])].tobytes()) for row in everyone]
+    reference = decoded[0]
+    for process, other in enumerate(decoded[1:], start=1):
+        differing = [f"{part}.{name} (process 0: {reference[part].get(name)!r}, process {process}: "
+                     f"{other[part].get(name)!r})" for part in ("config", "options")
+                     for name in sorted(set(reference[part]) | set(other[part]))
+                     if reference[part].get(name) != other[part].get(name)]
+        if differing:
+            raise ValueError(f"the processes of this run were started with different settings: "
+                             f"{', '.join(differing)}; start every process with the same flags")
+
+
 # ------------------------------------------------------------------------------------------------- the run
 class _Run:
     """One call of a run: the pieces the chunk loop needs."""
@@ -233,6 +263,7 @@ class _Run:
     def __init__(self, config: PPOConfig, out: Path, options: RunOptions, quiet: bool, stream: TextIO,
                  env: Any = None, env_params: Any = None):
         self.config, self.out, self.options, self.stream = config, out, options, stream
+        agree_on_settings(config, options)
         self.lead = jax.process_index() == 0
         self.seeds = list(range(options.seed, options.seed + options.num_seeds))
         self.chunk = chunk_length(config, options)
@@ -347,7 +378,7 @@ class _Run:
         config, options = self.config, self.options
         params, normalizers = host_tree((state.params, state.normalizers))
         outputs.write_metrics_csv(self.out / outputs.METRICS, columns)
-        outputs.write_params(self.out / outputs.PARAMS, params, normalizers)
+        outputs.write_params(self.out / outputs.PARAMS, params, normalizers, config)
         per_seed = outputs.final_returns(columns["episode_return"])
         env_steps = config.num_env_steps
         summary = {
@@ -409,7 +440,7 @@ def _execute(run: _Run, state, done: int, history: list, stop_after: int | None)
         run.say(f"{reason}stopped after update {done}/{run.config.num_updates}; continue with: jaxppo train "
                 f"--resume {run.out}")
     return RunResult(run.out, run.config, state, concat_columns(history) if history else {}, done, finished,
-                     summary)
+                     summary, stops.requested)
 
 
 def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), *, overwrite: bool = False,
@@ -458,6 +489,9 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
     saved = outputs.read_json(out / outputs.RUN, "run settings")
     if saved.get("kind", "train") != "train":
         raise run_folder.RunFolderError(f"--resume {out}: holds a {saved.get('kind')} run, not a training run")
+    missing = [name for name in ("seed", "num_seeds") if name not in saved]
+    if missing:
+        raise outputs.OutputError(f"{out / outputs.RUN} is invalid: it has no {', '.join(missing)}")
     try:
         options = RunOptions.from_json(saved)
         options.validate()
@@ -488,6 +522,8 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
             raise
         for line in restored.skipped:
             run.say(f"warning: {line}; using an older checkpoint")
+        for step in restored.skipped_steps:
+            run.say(f"note: the damaged checkpoint was kept as {run.store.set_aside(step)}")
         done = restored.step
         run.train_seconds = float(restored.meta.get("train_seconds", 0.0))
         history = []

@@ -74,7 +74,7 @@ class Metrics:
 ProgressFn = Callable[[dict[str, np.ndarray]], None]
 
 
-def local_env_ids(agent: Agent, axis_name: str | None) -> jax.Array:
+def local_env_ids(agent: Agent, axis_name: str | None = None) -> jax.Array:
     """int32 [B_local]: global indices of the environments this device steps."""
     per_device = agent.config.envs_per_device(jax.process_count())
     return device_index(axis_name) * per_device + jnp.arange(per_device, dtype=jnp.int32)

@@ -71,3 +71,28 @@ def leaves_close(a, b, rtol=1e-5, atol=1e-7) -> float:
     diffs = [float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
     return max(diffs)
+
+
+def read_tensorboard(log_dir) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the scalar events under log_dir (tensorboard's own reader)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def fold_obs_normalisation(params, moments):
+    """Params of a network that sees raw obs but computes what `params` computes on normalised obs.
+
+    Normalisation (x - m) / s with s = sqrt(var + 1e-8) is affine, so the first dense layer of each torso absorbs
+    it: ((x - m) / s) @ K + b = x @ (K / s[:, None]) + (b - (m / s) @ K). Exact while no observation is clipped.
+    """
+    mean, scale = np.asarray(moments.mean, np.float64), np.sqrt(np.asarray(moments.var, np.float64) + 1e-8)
+    folded = jax.tree.map(np.asarray, params)
+    for torso in ("actor_torso", "critic_torso"):
+        layer = folded["params"][torso]["Dense_0"]
+        kernel = np.asarray(layer["kernel"], np.float64)
+        layer["bias"] = (layer["bias"] - (mean / scale) @ kernel).astype(np.float32)
+        layer["kernel"] = (kernel / scale[:, None]).astype(np.float32)
+    return folded

@@ -151,11 +151,11 @@ class RememberTheCue(environment.Environment):
         return self._obs(state), state
 
     def _obs(self, state):
-        first = state.time == 0
+        first = jnp.asarray(state.time == 0)
         return jnp.array([jnp.where(first, state.cue, 0.0), first.astype(jnp.float32)], jnp.float32)
 
     def step_env(self, key, state, action, params):
-        last = state.time >= self.delay
+        last = jnp.asarray(state.time >= self.delay)
         right = jnp.where(state.cue > 0, action == 0, action == 1)
         reward = jnp.where(last, jnp.where(right, 1.0, -1.0), 0.0).astype(jnp.float32)
         state = state.replace(time=state.time + 1)

@@ -95,7 +95,7 @@ EIGHT_UPDATES = ["--num-envs", "4", "--num-steps", "8", "--total-timesteps", str
 
 
 def _scalar_series(log_dir: Path, tag: str):
-    from tests.test_loggers import read_tensorboard
+    from tests.helpers import read_tensorboard
 
     series = read_tensorboard(log_dir)[tag]
     return [step for step, _ in series], np.array([value for _, value in series], np.float32)
@@ -110,8 +110,11 @@ def test_tensorboard_events_per_seed_equal_metrics_csv(tmp_path):
     for index, seed in enumerate((5, 6)):
         for tag in ("episode_return", "value_loss", "approx_kl"):
             steps, values = _scalar_series(out / "tb" / f"seed_{seed}", tag)
-            assert steps == [int(s) for s in columns["env_steps"][index]] == [32 * u for u in range(1, 9)]
-            np.testing.assert_array_equal(values, columns[tag][index].astype(np.float32))
+            logged = np.isfinite(columns[tag][index])  # returns are NaN (not logged) until an episode ends
+            assert [int(s) for s in columns["env_steps"][index]] == [32 * u for u in range(1, 9)]
+            assert steps == [int(s) for s in columns["env_steps"][index][logged]]
+            np.testing.assert_array_equal(values, columns[tag][index][logged].astype(np.float32))
+            assert tag != "episode_return" or 0 < len(steps) < 8
 
 
 def test_resume_drops_rows_and_events_logged_after_the_checkpoint(tmp_path):
@@ -135,9 +138,9 @@ def test_resume_drops_rows_and_events_logged_after_the_checkpoint(tmp_path):
     for name in expected:
         np.testing.assert_array_equal(resumed[name], expected[name], err_msg=name)
     assert len((run / "metrics.csv").read_text().splitlines()) == 1 + 8  # header + one row per update, no repeats
-    steps, values = _scalar_series(run / "tb" / "seed_0", "episode_return")
+    steps, values = _scalar_series(run / "tb" / "seed_0", "value_loss")
     assert steps == [32 * u for u in range(1, 9)]  # events of the interrupted updates 5..8 were purged
-    np.testing.assert_array_equal(values, expected["episode_return"][0].astype(np.float32))
+    np.testing.assert_array_equal(values, expected["value_loss"][0].astype(np.float32))
 
 
 def test_preset_gives_defaults_and_explicit_flags_win(tmp_path):
@@ -197,8 +200,13 @@ def test_wandb_offline_logs_one_run_per_seed(tmp_path, monkeypatch):
         assert meta["group"] == "demo-run" and meta["project"] == "jaxppo-test"
         assert meta["config"]["seed"] == seed and meta["config"]["num_steps"] == 8
         assert [row["_step"] for row in history] == [32 * u for u in range(1, 9)]
-        np.testing.assert_array_equal(np.array([row["episode_return"] for row in history], np.float32),
-                                      columns["episode_return"][index].astype(np.float32))
+        np.testing.assert_array_equal(np.array([row["value_loss"] for row in history], np.float32),
+                                      columns["value_loss"][index].astype(np.float32))
+        # Episode returns are logged from the first update in which an episode ended (NaN placeholders are not).
+        logged = np.isfinite(columns["episode_return"][index])
+        np.testing.assert_array_equal(
+            np.array([row["episode_return"] for row in history if "episode_return" in row], np.float32),
+            columns["episode_return"][index][logged].astype(np.float32))
 
 
 def test_sweep_takes_a_preset_as_its_base_config(tmp_path):

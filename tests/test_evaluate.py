@@ -11,25 +11,10 @@ import pytest
 
 import jaxppo
 from jaxppo.agent import make_agent
-from jaxppo.envs import RunningMoments
 from jaxppo.networks import init_params
+from jaxppo.normalizers import Normalizers, RunningMoments, init_moments
 from tests import probe_envs
-
-
-def fold_obs_normalisation(params, moments: RunningMoments):
-    """Params of a network that sees raw obs but computes what `params` computes on normalised obs.
-
-    Normalisation (x - m) / s with s = sqrt(var + 1e-8) is affine, so the first dense layer of each torso absorbs
-    it: ((x - m) / s) @ K + b = x @ (K / s[:, None]) + (b - (m / s) @ K). Exact while no observation is clipped.
-    """
-    mean, scale = np.asarray(moments.mean, np.float64), np.sqrt(np.asarray(moments.var, np.float64) + 1e-8)
-    folded = jax.tree.map(np.asarray, params)
-    for torso in ("actor_torso", "critic_torso"):
-        layer = folded["params"][torso]["Dense_0"]
-        kernel = np.asarray(layer["kernel"], np.float64)
-        layer["bias"] = (layer["bias"] - (mean / scale) @ kernel).astype(np.float32)
-        layer["kernel"] = (kernel / scale[:, None]).astype(np.float32)
-    return folded
+from tests.helpers import fold_obs_normalisation
 
 
 def test_evaluate_time_limit_episode_returns_and_lengths():
@@ -38,7 +23,7 @@ def test_evaluate_time_limit_episode_returns_and_lengths():
     agent = make_agent(config, env=env)
     params = init_params(agent.network, agent.spec, jax.random.key(0))
     # Run 12 steps: episodes must stop counting at their first end (5), not continue into the next episode.
-    result = jaxppo.evaluate(config, params, jax.random.key(1), num_episodes=6, env=env, max_steps=12)
+    result = jaxppo.evaluate_policy(config, params, jax.random.key(1), num_episodes=6, env=env, max_steps=12)
     np.testing.assert_array_equal(result.returns, np.full(6, 5.0))
     np.testing.assert_array_equal(result.lengths, np.full(6, 5))
 
@@ -50,10 +35,10 @@ def test_evaluate_deterministic_uses_the_greedy_action():
     params = init_params(agent.network, agent.spec, jax.random.key(0))
     bias = params["params"]["actor_head"]["bias"]
     params["params"]["actor_head"]["bias"] = bias.at[1].set(5.0)  # action 1 strongly preferred
-    greedy = jaxppo.evaluate(config, params, jax.random.key(1), num_episodes=50, env=env)
+    greedy = jaxppo.evaluate_policy(config, params, jax.random.key(1), num_episodes=50, env=env)
     np.testing.assert_array_equal(greedy.returns, np.ones(50))
     params["params"]["actor_head"]["bias"] = bias.at[1].set(0.0).at[0].set(0.0)  # uniform policy
-    sampled = jaxppo.evaluate(config, params, jax.random.key(1), num_episodes=400, env=env, deterministic=False)
+    sampled = jaxppo.evaluate_policy(config, params, jax.random.key(1), num_episodes=400, env=env, deterministic=False)
     assert 0.4 < float(jnp.mean(sampled.returns)) < 0.6
     np.testing.assert_array_equal(sampled.lengths, np.ones(400))
 
@@ -61,7 +46,7 @@ def test_evaluate_deterministic_uses_the_greedy_action():
 def test_evaluate_trained_cartpole_policy():
     config = jaxppo.PPOConfig(env="CartPole-v1", total_timesteps=200_000)
     state, _ = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
-    result = jaxppo.evaluate(config, state.params, jax.random.key(2), num_episodes=8)
+    result = jaxppo.evaluate_policy(config, state.params, jax.random.key(2), num_episodes=8)
     assert result.returns.shape == (8,)
     np.testing.assert_array_equal(result.returns, result.lengths)  # CartPole pays 1 per step
     assert float(jnp.mean(result.returns)) > 150  # a random policy lasts about 22 steps
@@ -77,7 +62,8 @@ def test_evaluate_normalises_observations_once_with_the_given_statistics():
     moments = RunningMoments(mean=jnp.array([0.3, -0.2, 1.0]), var=jnp.array([0.25, 4.0, 9.0]),
                              count=jnp.asarray(100.0))
     key = jax.random.key(3)
-    result = jaxppo.evaluate(config, params, key, num_episodes=4, obs_moments=moments)
+    normalizers = Normalizers(obs=moments, reward=init_moments(()))
+    result = jaxppo.evaluate_policy(config, params, key, num_episodes=4, normalizers=normalizers)
 
     # Reference: the same policy written by hand for raw observations (row 0). Rows 1 and 2 show the comparison
     # can tell: statistics ignored, or applied twice, change every episode's return.
@@ -89,5 +75,28 @@ def test_evaluate_normalises_observations_once_with_the_given_statistics():
     np.testing.assert_allclose(result.returns, once, rtol=1e-4)
     np.testing.assert_array_equal(result.lengths, np.full(4, 200))  # Pendulum's time limit
     assert np.all(np.abs(ignored - result.returns) > 1.0) and np.all(np.abs(twice - result.returns) > 1.0)
-    with pytest.raises(ValueError, match="obs_moments"):
-        jaxppo.evaluate(config, params, key, num_episodes=4)
+    with pytest.raises(ValueError, match="normalizers"):
+        jaxppo.evaluate_policy(config, params, key, num_episodes=4)
+
+
+def test_evaluate_recurrent_policy_and_masks_on_probes():
+    # A GRU policy evaluates with its carry reset at every episode start; a masked env never gets an illegal action.
+    env = probe_envs.RememberTheCue()
+    config = jaxppo.PPOConfig(env="custom", num_envs=4, num_steps=8, total_timesteps=32, num_minibatches=1,
+                              memory="gru", memory_size=8)
+    agent = make_agent(config, env=env)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    result = jaxppo.evaluate_policy(config, params, jax.random.key(1), num_episodes=16, env=env, max_steps=12)
+    np.testing.assert_array_equal(result.lengths, np.full(16, 4))  # cue + 3 steps
+    assert set(np.unique(np.asarray(result.returns))) <= {-1.0, 1.0}
+
+    masked = probe_envs.MaskedBestAction()
+    config = jaxppo.PPOConfig(env="custom", num_envs=4, num_steps=8, total_timesteps=32, num_minibatches=1)
+    agent = make_agent(config, env=masked)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    params["params"]["actor_head"]["bias"] = jnp.array([10.0, 0.0, 0.0])  # action 0 preferred, illegal on +1
+    result = jaxppo.evaluate_policy(config, params, jax.random.key(2), num_episodes=200, env=masked,
+                                    deterministic=False)
+    # Legal action 0 pays 1 on -1 observations; on +1 the best legal preference is action 1 or 2 (0.5 or 0).
+    returns = np.asarray(result.returns)
+    assert set(np.unique(returns)) <= {0.0, 0.5, 1.0} and np.any(returns == 1.0) and np.any(returns < 1.0)

@@ -13,14 +13,19 @@ import gymnax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from tests.experiment_modules import load
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-
-import pendulum_ceiling  # noqa: E402
 
 
-def test_dynamics_match_gymnax_step():
+@pytest.fixture(scope="module")
+def pendulum_ceiling():
+    return load("pendulum_ceiling")
+
+
+def test_dynamics_match_gymnax_step(pendulum_ceiling):
     env, params = gymnax.make("Pendulum-v1")
     rng = np.random.default_rng(0)
     for theta, theta_dot, u in rng.uniform([-7, -8, -3], [7, 8, 3], size=(20, 3)):
@@ -33,7 +38,7 @@ def test_dynamics_match_gymnax_step():
                                    atol=1e-5)
 
 
-def test_lookup_is_exact_on_grid_points_and_linear_between():
+def test_lookup_is_exact_on_grid_points_and_linear_between(pendulum_ceiling):
     _, params = gymnax.make("Pendulum-v1")
     grid = pendulum_ceiling.Grid(8, 5, 3)
     values = jnp.arange(40.0).reshape(8, 5)  # V[i, j] = 5 i + j: linear in both indices
@@ -45,7 +50,7 @@ def test_lookup_is_exact_on_grid_points_and_linear_between():
     assert abs(float(lookup(values, theta + 2 * jnp.pi, jnp.float32(8.0))) - 19.0) < 1e-4  # periodic in the angle
 
 
-def test_one_step_values_are_the_best_immediate_reward():
+def test_one_step_values_are_the_best_immediate_reward(pendulum_ceiling):
     _, params = gymnax.make("Pendulum-v1")
     grid = pendulum_ceiling.Grid(8, 5, 3)
     values, torques = pendulum_ceiling.solve(grid, params)
@@ -69,4 +74,9 @@ def test_script_on_a_coarse_grid(tmp_path):
     with open(tmp_path / "pendulum_ceiling.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and (rows[0]["angles"], rows[0]["speeds"], rows[0]["torques"]) == ("32", "33", "11")
-    assert -1600 < float(rows[0]["mean_return"]) <= 0  # 200 steps of rewards in [-16.3, 0]
+    (row,) = rows
+    assert row["episodes"] == "8"
+    assert -1600 < float(row["mean_return"]) <= 0  # 200 steps of rewards in [-16.3, 0]
+    assert float(row["worst"]) <= float(row["mean_return"]) and float(row["worst"]) <= float(row["median"]) <= 0
+    assert float(row["standard_error"]) >= 0 and float(row["seconds"]) > 0
+    assert "grid 32x33 states, 11 torques: mean return" in result.stdout

@@ -113,7 +113,7 @@ def test_plot_runs_bad_folders_are_clear_errors(two_runs, tmp_path):
         plot_runs(two_runs, tmp_path / "x.png", labels=["only one"])
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "metrics.csv").write_text("step,value\n1,2.0\n")
-    with pytest.raises(ValueError, match="no 'seed' column"):
+    with pytest.raises(ValueError, match="expected a header starting 'seed,update'"):
         plot_runs([tmp_path / "other"], tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
 

@@ -4,7 +4,6 @@ covered (or skipped for a stated reason), and experiments/returns_table.py runs 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,20 +14,11 @@ import numpy as np
 import pytest
 
 from jaxppo.config import PPOConfig
-from jaxppo.presets import PRESETS, REFERENCE_RETURNS, preset_config, preset_names, preset_values
+from jaxppo.presets import PRESETS, REFERENCE_RETURNS, SKIPPED_ENVS, preset_config, preset_names, preset_values
+from tests.experiment_modules import load
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "experiments" / "returns_table.py"
-
-
-def load_returns_table():
-    """experiments/returns_table.py as a module (experiments/ is not a package; its scripts import `common`)."""
-    if str(SCRIPT.parent) not in sys.path:
-        sys.path.insert(0, str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("returns_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -72,7 +62,7 @@ def test_every_environment_has_a_preset_or_a_stated_skip():
                              capture_output=True, text=True, timeout=120, env={**os.environ, "JAX_PLATFORMS": "cpu"})
     builtin_envs = json.loads(listing.stdout.strip().splitlines()[-1])
     assert "CartPole-v1" in builtin_envs and len(builtin_envs) > 20
-    skipped = load_returns_table().SKIPPED_ENVS
+    skipped = SKIPPED_ENVS
     assert all(reason.strip() for reason in skipped.values())
     assert not set(skipped) & {values["env"] for values in PRESETS.values()}
     missing = [env for env in builtin_envs if env.lower() not in PRESETS and env not in skipped]
@@ -81,7 +71,7 @@ def test_every_environment_has_a_preset_or_a_stated_skip():
 
 
 def test_small_budgets_name_presets_and_fit_their_full_budget():
-    module = load_returns_table()
+    module = load("returns_table")
     assert set(module.SMALL_BUDGETS) == set(PRESETS)
     for name in PRESETS:
         assert module.budget_steps(name, "small") <= module.budget_steps(name, "full")
@@ -99,7 +89,7 @@ def test_returns_table_smoke(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     with open(tmp_path / "returns.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == list(load_returns_table().Row._fields)
+    assert list(rows[0]) == list(load("returns_table").Row._fields)
     assert len(rows) == 1
     row = rows[0]
     assert (row["preset"], row["env"], row["budget"], row["num_seeds"], row["env_steps"]) == (
@@ -108,12 +98,14 @@ def test_returns_table_smoke(tmp_path):
     assert row["verdict"] == "below"  # 128 env steps of CartPole cannot reach 500
     assert float(row["return_mean"]) > 0 and float(row["return_std"]) >= 0
     assert float(row["eval_mean"]) >= 8 and float(row["eval_std"]) >= 0  # a CartPole episode lasts >= 8 steps
-    assert "| cartpole-v1 | CartPole-v1 | small | 2 | 128 |" in (tmp_path / "returns.md").read_text()
-    assert (tmp_path / "returns.png").stat().st_size > 0
+    markdown = (tmp_path / "returns.md").read_text()
+    assert "| cartpole-v1 | CartPole-v1 | small | 2 | 128 |" in markdown
+    assert all(f"- {env}: {reason}" in markdown for env, reason in SKIPPED_ENVS.items())
+    assert (tmp_path / "returns.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def test_verdicts_by_hand():
-    module = load_returns_table()
+    module = load("returns_table")
     assert module.verdict(1.0, 0.9, 0.05, 1.0) == "meets"  # the training return reaches it
     assert module.verdict(0.95, 0.95, 0.03, 1.0) == "within noise"  # 0.95 + 2 * 0.03 >= 1
     assert module.verdict(0.9, 0.9, 0.04, 1.0) == "below"  # 0.9 + 2 * 0.04 < 1
@@ -122,7 +114,7 @@ def test_verdicts_by_hand():
 
 def test_eval_statistics_by_hand():
     returns = np.array([[1.0, 3.0], [5.0, 7.0]])  # seeds x episodes
-    mean, std, sem = load_returns_table().eval_statistics(returns)
+    mean, std, sem = load("returns_table").eval_statistics(returns)
     assert mean == pytest.approx(4.0)
     assert std == pytest.approx(2.0)  # per-seed means 2 and 6, population std
     # all four episodes: sample std sqrt(((-3)^2 + (-1)^2 + 1^2 + 3^2) / 3) = sqrt(20/3), over sqrt(4)

@@ -123,7 +123,7 @@ def test_unknown_hyperparameter_names_the_field(kwargs):
         run_sweep(TINY, **kwargs)
     message = str(info.value)
     name = next(iter(kwargs.get("grid") or kwargs["ranges"]))
-    assert repr(name) in message and "lr, clip_eps, vf_clip_eps, ent_coef" in message
+    assert repr(name) in message and "lr, gamma, gae_lambda, clip_eps, vf_clip_eps, ent_coef" in message
 
 
 def test_out_of_range_value_names_the_field():

@@ -98,13 +98,18 @@ def flags_given(argv: list[str]) -> set[str]:
     return names
 
 
+_BORDER = " │|╭╮╰╯─-+="
+
+
 def _one_line(box: str) -> str:
-    """The message inside tyro's error box, as one line."""
-    lines = [line.strip(" │╭╮╰╯─") for line in box.splitlines()]
+    """The message inside tyro's error box (unicode or ASCII borders), as one line."""
+    lines = [line.strip(_BORDER) for line in box.splitlines()]
     message = []
-    for line in lines[1:]:
-        if not line or set(line) <= set("─ "):
-            break
+    for line in lines[1:]:  # lines[0] is the box's title ("Value error", "Missing argument", ...)
+        if not line:
+            if message:
+                break
+            continue
         message.append(line)
     text = " ".join(message) or " ".join(line for line in lines if line)
     return re.sub(r"\s+", " ", text).strip()

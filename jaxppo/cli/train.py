@@ -81,10 +81,12 @@ def description() -> str:
 def _join_cluster(args: TrainArgs) -> None:
     if not any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
         return
-    from jaxppo.distributed import initialize
+    from jaxppo.distributed import check_cluster_args, initialize
 
-    if args.timeout < 1:
-        raise UsageError(f"--timeout {args.timeout}: must be at least 1 second")
+    try:
+        check_cluster_args(args.coordinator, args.num_processes, args.process_id)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     print(f"jaxppo: process {args.process_id} of {args.num_processes} joining coordinator {args.coordinator} "
           f"(timeout {args.timeout}s; a peer that stops answering for that long ends the run)", file=sys.stderr,
           flush=True)
@@ -92,6 +94,12 @@ def _join_cluster(args: TrainArgs) -> None:
         initialize(args.coordinator, args.num_processes, args.process_id, timeout_seconds=args.timeout)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    except Exception as error:  # the runtime's own errors: timeouts, refused connections, duplicate ids
+        lines = str(error).strip().splitlines()
+        detail = lines[0][:300] if lines else type(error).__name__
+        raise UsageError(f"could not join the run at {args.coordinator or 'the detected cluster'} within "
+                         f"{args.timeout}s (are all {args.num_processes or ''} processes started, each with its own "
+                         f"--process-id?): {detail}", exit_code=EXIT_FAILED) from None
 
 
 def _check_devices(num_devices: int) -> None:
@@ -112,14 +120,31 @@ def _check_devices(num_devices: int) -> None:
               "--num-devices all uses every one", flush=True)
 
 
+def _check_flags(args: TrainArgs, argv: list[str]) -> None:
+    """Flag values tyro accepts but that make no sense (one line each, before anything happens)."""
+    for index, arg in enumerate(argv):
+        if arg in ("--out", "--resume") and index + 1 < len(argv) and not argv[index + 1].strip():
+            raise UsageError(f"{arg} '': give a folder, e.g. {arg} runs/cartpole")
+        if arg in ("--out=", "--resume="):
+            raise UsageError(f"{arg[:-1]} '': give a folder, e.g. {arg[:-1]} runs/cartpole")
+    if args.timeout < 1:
+        raise UsageError(f"--timeout {args.timeout}: must be at least 1 second")
+    if args.stop_after_updates is not None and args.stop_after_updates < 1:
+        raise UsageError(f"--stop-after-updates {args.stop_after_updates}: must be at least 1")
+
+
 def run(argv: list[str]) -> int:
     args, preset = parse_with_config(TrainArgs, argv, "jaxppo train", description())
+    _check_flags(args, argv)
     _join_cluster(args)
     from jaxppo import runner
 
     if args.resume is not None:
         return _resume(args, argv)
     config = to_config(args.config)
+    if config.env == "custom":
+        raise UsageError("--env custom: environment instances can only be passed from Python (make_train(config, "
+                         "env=...)); on the command line give an environment id such as CartPole-v1")
     _check_devices(config.num_devices)
     options = runner.RunOptions(
         seed=args.seed, num_seeds=args.num_seeds, chunk_updates=args.chunk_updates,
@@ -143,7 +168,9 @@ def _resume(args: TrainArgs, argv: list[str]) -> int:
     if not_allowed:
         flags = ", ".join("--" + name.replace("_", "-") for name in not_allowed)
         raise UsageError(f"--resume {args.resume}: {flags} cannot be given with --resume (the run continues with its "
-                         "saved settings); drop it")
+                         f"saved settings); drop {flags}")
+    if not args.resume.is_dir():
+        raise UsageError(f"--resume {args.resume}: not a folder holding a run")
     try:
         saved = outputs.read_config(args.resume)
     except ValueError as error:
@@ -162,11 +189,11 @@ def _report(call) -> int:
     from jaxppo.runner import RunStopped
 
     try:
-        call()
+        result = call()
     except RunStopped as error:
         raise UsageError(str(error), exit_code=EXIT_FAILED) from None
     except ValueError as error:
         raise as_flag_error(error) from None
     except OSError as error:
         raise UsageError(f"{error.filename or ''}: {error.strerror or error}") from None
-    return 0
+    return 130 if result.stopped_by == "SIGINT" else 0

@@ -13,17 +13,25 @@ import numpy as np
 import pytest
 
 from jaxppo import cli, outputs
-from jaxppo.agent import make_agent
-from jaxppo.envs import init_moments
+from jaxppo.cli.eval import EvalArgs, eval_run as eval_command
+from jaxppo.cli.flags import ConfigFlags
+from jaxppo.cli.sweep import SweepArgs, parse_grid, parse_ranges, sweep as sweep_command
 from jaxppo.evaluate import make_evaluate
-from jaxppo.networks import init_params
-from jaxppo.tools_cli import eval_run, parse_grid, parse_ranges, sweep
-from tests.test_evaluate import fold_obs_normalisation
+from tests.helpers import fold_obs_normalisation, usage_error
+
+
+def eval_run(run, **kwargs):
+    eval_command(EvalArgs(run=run, **kwargs))
+
+
+def sweep(config, **kwargs):
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+    sweep_command(SweepArgs(config=config, **kwargs))
 
 # obs_clip high enough that no observation is clipped, so folding the normalisation into the weights is exact.
 TINY = ["--num-envs", "4", "--num-steps", "32", "--total-timesteps", "640", "--num-minibatches", "2", "--quiet",
         "--normalize-observations", "--obs-clip", "1000"]
-FLAGS = cli._ConfigFlags(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 3, num_minibatches=2, num_epochs=1)
+FLAGS = ConfigFlags(num_envs=4, num_steps=32, total_timesteps=4 * 32 * 3, num_minibatches=2, num_epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +42,9 @@ def run_dir(tmp_path_factory):
 
 
 def _config_and_saved(run_dir):
-    config = outputs.config_from_dict(json.loads((run_dir / "config.json").read_text()))
-    agent = make_agent(config)
-    single = {"params": init_params(agent.network, agent.spec, jax.random.key(0)),
-              "obs_moments": init_moments(agent.spec.obs_shape)}
-    template = jax.tree.map(lambda x: np.zeros((2,) + x.shape, x.dtype), single)
-    return config, outputs.read_params(run_dir / "final_params.msgpack", template)
+    config, saved, num_seeds = outputs.read_final_params(run_dir)
+    assert num_seeds == 2
+    return config, saved
 
 
 def test_eval_acts_on_each_seeds_saved_obs_statistics(run_dir, tmp_path, capsys):
@@ -53,7 +58,7 @@ def test_eval_acts_on_each_seeds_saved_obs_statistics(run_dir, tmp_path, capsys)
     config, saved = _config_and_saved(run_dir)
     assert config.normalize_observations
     params = [jax.tree.map(lambda x: x[i], saved["params"]) for i in range(2)]
-    moments = [jax.tree.map(lambda x: x[i], saved["obs_moments"]) for i in range(2)]
+    moments = [jax.tree.map(lambda x: x[i], saved["normalizers"].obs) for i in range(2)]
     assert not np.allclose(moments[0].mean, moments[1].mean)  # so a seed mix-up would show
     # Reference: each seed's policy with its statistics folded into the weights, evaluated on raw observations.
     # Per seed: [statistics applied once (expected), ignored, applied twice, the other seed's].
@@ -120,18 +125,12 @@ def test_sweep_command_writes_table(tmp_path, capsys):
 
 
 def _usage_error(argv, capsys) -> str:
-    """Run the command line; assert exit code 2 and a single `jaxppo: error:` line; return that line."""
-    assert cli.main(argv) == 2
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("jaxppo: error: "), captured.err
-    assert "done" not in captured.out
-    return lines[0]
+    return usage_error(argv, capsys)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--grid", "learning_rate=1e-3"], "--grid learning_rate: 'learning_rate' is not a sweepable hyperparameter; "
-                                       "valid names: lr, clip_eps"),
+                                       "valid names: lr, gamma"),
     (["--random-samples", "2", "--ranges", "num_envs=1:8"], "--ranges num_envs: 'num_envs' is not a sweepable"),
     (["--grid", "lr="], "--grid 'lr=': expected NAME=V1,V2,..."),
     (["--grid", "gamma=0.9,1.5"], "--grid gamma: gamma=1.5: must be <= 1.0"),
@@ -169,7 +168,7 @@ def test_plot_usage_errors(run_dir, tmp_path, capsys):
     assert "metrics.csv is missing" in _usage_error(["plot", str(tmp_path / "empty")], capsys)
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "metrics.csv").write_text("seed,update\n")
-    assert "metrics.csv: no rows" in _usage_error(["plot", str(tmp_path / "broken")], capsys)
+    assert "metrics.csv has no metric rows" in _usage_error(["plot", str(tmp_path / "broken")], capsys)
     assert "--out x.jpg: must be a .png file" in _usage_error(["plot", str(run_dir), "--out", "x.jpg"], capsys)
     existing = tmp_path / "curves.png"
     existing.write_bytes(b"earlier figure")
@@ -188,11 +187,14 @@ def test_eval_usage_errors(run_dir, tmp_path, capsys):
     assert "config.json is missing" in _usage_error(["eval", str(unfinished)], capsys)
     (unfinished / "config.json").write_text((run_dir / "config.json").read_text())
     line = _usage_error(["eval", str(unfinished)], capsys)
-    assert "final_params.msgpack is missing; pass a folder written by a finished `jaxppo train`" in line
+    assert "final_params.msgpack is missing; the run has not finished" in line
     (unfinished / "final_params.msgpack").write_bytes(b"\x81\xa1x\x01")  # msgpack {"x": 1}
     assert "does not hold per-seed parameters" in _usage_error(["eval", str(unfinished)], capsys)
     (unfinished / "config.json").write_text('{"num_envs": 0}')
     assert "config.json is invalid: num_envs=0" in _usage_error(["eval", str(unfinished)], capsys)
+    for content in ("5", "null", "[]"):
+        (unfinished / "config.json").write_text(content)
+        assert "config.json holds" in _usage_error(["eval", str(unfinished)], capsys)
     assert "--num-episodes 0: must be at least 1" in _usage_error(["eval", str(run_dir), "--num-episodes", "0"],
                                                                   capsys)
     assert not (unfinished / "eval.json").exists()

@@ -1,0 +1,105 @@
+"""The learning half of an update: minibatch layout promises, the optimizer step, learning-rate annealing."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.flatten_util import ravel_pytree
+
+import jaxppo
+from jaxppo.config import HParams
+from jaxppo.update import (annealed_lr, apply_gradient, init_optimizer_state, random_permutation, sample_minibatches,
+                           sequence_minibatches)
+
+
+def test_random_permutation_is_a_permutation_and_mixes():
+    for n in (1, 2, 5, 512, 1000):
+        perm = np.asarray(random_permutation(jax.random.key(n), n))
+        np.testing.assert_array_equal(np.sort(perm), np.arange(n))
+    # Position of element 0 over many keys is about uniform (chi-square over 8 positions).
+    n, draws = 8, 4000
+    perms = np.asarray(jax.vmap(lambda k: random_permutation(k, n))(jax.random.split(jax.random.key(0), draws)))
+    counts = np.bincount(np.argmax(perms == 0, axis=1), minlength=n)
+    chi2 = np.sum((counts - draws / n) ** 2 / (draws / n))
+    assert chi2 < 30, counts  # 7 degrees of freedom: p(chi2 > 30) < 1e-4
+
+
+def _global_sets(num_envs, num_steps, num_minibatches, num_devices, key):
+    """Per minibatch, the set of global samples (env, t) the devices hold together."""
+    per_device = num_envs // num_devices
+    sets = [set() for _ in range(num_minibatches)]
+    for device in range(num_devices):
+        first_env = device * per_device
+        indices = np.asarray(sample_minibatches(key, per_device, num_steps, num_minibatches, first_env))
+        assert indices.shape == (num_minibatches, per_device * num_steps // num_minibatches)
+        for m, row in enumerate(indices):
+            sets[m] |= {(first_env + i // num_steps, i % num_steps) for i in row}
+    return sets
+
+
+@pytest.mark.parametrize("num_envs, num_steps, num_minibatches", [(8, 16, 4), (8, 6, 4), (16, 5, 8), (4, 128, 4)])
+def test_each_sample_once_per_epoch_and_the_same_minibatches_on_any_device_count(num_envs, num_steps,
+                                                                                 num_minibatches):
+    key = jax.random.key(3)
+    reference = _global_sets(num_envs, num_steps, num_minibatches, 1, key)
+    everything = set().union(*reference)
+    assert len(everything) == num_envs * num_steps and sum(map(len, reference)) == num_envs * num_steps
+    for devices in (2, 4):
+        per_device = num_envs // devices
+        if (per_device * num_steps) % num_minibatches:
+            continue  # not a valid layout (the config refuses it)
+        assert _global_sets(num_envs, num_steps, num_minibatches, devices, key) == reference
+    # Stratified: with T % M == 0 every minibatch holds T / M steps of every environment.
+    if num_steps % num_minibatches == 0:
+        for minibatch in reference:
+            envs = [e for e, _ in minibatch]
+            assert sorted(set(envs)) == list(range(num_envs))
+            assert all(envs.count(e) == num_steps // num_minibatches for e in range(num_envs))
+
+
+def test_sequence_minibatches_hold_whole_environments_the_same_on_any_device_count():
+    num_envs, num_minibatches, key = 16, 4, jax.random.key(5)
+
+    def sets(devices):
+        per_device = num_envs // devices
+        result = [set() for _ in range(num_minibatches)]
+        for device in range(devices):
+            rows = np.asarray(sequence_minibatches(key, per_device, num_minibatches, device * per_device))
+            for m, row in enumerate(rows):
+                result[m] |= {device * per_device + int(e) for e in row}
+        return result
+
+    reference = sets(1)
+    assert sorted(e for s in reference for e in s) == list(range(num_envs))  # each environment once
+    assert all(len(s) == num_envs // num_minibatches for s in reference)
+    assert sets(2) == reference and sets(4) == reference
+
+
+def test_apply_gradient_equals_optax_clip_adam_lr():
+    params = {"a": jnp.arange(6.0).reshape(2, 3), "b": jnp.ones(4)}
+    flat, unravel = ravel_pytree(params)
+    config = jaxppo.PPOConfig()
+    hp = HParams.from_config(config).replace(max_grad_norm=0.5)
+    reference = optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_adam(eps=config.adam_eps),
+                            optax.scale_by_learning_rate(1e-2))
+    ref_params, ref_state = params, reference.init(params)
+    state = init_optimizer_state(config, params)
+    for step in range(3):
+        grads = jax.tree.map(lambda x: jnp.sin(x + step) * (3.0 if step == 0 else 0.1), params)  # clipped once
+        updates, ref_state = reference.update(grads, ref_state, ref_params)
+        ref_params = optax.apply_updates(ref_params, updates)
+        flat, state, norm = apply_gradient(config, flat, ravel_pytree(grads)[0], state, hp, jnp.float32(1e-2))
+        np.testing.assert_allclose(float(norm), float(optax.tree.norm(grads)), rtol=1e-6)
+    chex.assert_trees_all_close(unravel(flat), ref_params, rtol=1e-6, atol=1e-7)
+
+
+def test_annealing_is_linear_and_the_last_update_uses_lr_over_n():
+    config = jaxppo.PPOConfig(total_timesteps=512 * 4)
+    lrs = [float(annealed_lr(config, jnp.float32(1.0), jnp.int32(u))) for u in range(4)]
+    np.testing.assert_allclose(lrs, [1.0, 0.75, 0.5, 0.25], rtol=1e-6)  # update u of N=4: 1 - u/4; last: 1/N
+    constant = jaxppo.PPOConfig(total_timesteps=512 * 4, anneal_lr=False)
+    assert float(annealed_lr(constant, jnp.float32(1.0), jnp.int32(3))) == 1.0
