@@ -19,12 +19,14 @@ Feed-forward and recurrent PPO are compared on the same layout: cartpole-4x128 n
 
 Run from the repository root:
 
-    .venv/bin/python experiments/benchmark.py                                  # all settings, default budget
+    .venv/bin/python experiments/benchmark.py                                  # default settings and budget
+    .venv/bin/python experiments/benchmark.py --settings brax-ant-256x32 jumanji-knapsack-64x64 craftax-classic-128x64
     .venv/bin/python experiments/benchmark.py --total-timesteps 20000 --repeats 1   # quick check
     .venv/bin/python experiments/benchmark.py --settings cartpole-4x128 breakout-128x128 --out /tmp/b.csv
 
 --total-timesteps is the env-step budget of one CartPole row, summed over its seeds (the 32-seed row splits it
-between seeds); the MinAtar rows run a quarter of it (their CNN is slow on a CPU). Runs are rounded down to whole
+between seeds); the MinAtar rows run a quarter of it (their CNN is slow on a CPU). The environment-suite rows
+(Brax, Jumanji, Craftax; docs/env_suites.md) run only when named with --settings. Runs are rounded down to whole
 updates (at least one per seed); the env_steps column gives the steps actually run.
 """
 
@@ -59,6 +61,7 @@ class Setting:
     budget_fraction: float = 1.0  # share of --total-timesteps this row runs (CNN training is slow on a CPU)
     memory: str = "none"  # PPOConfig.memory: "none" (feed-forward) or "gru"
     memory_size: int = 128
+    by_default: bool = True  # run without --settings (the suite rows are off: optional extras, slow to compile)
 
 
 SETTINGS = (
@@ -72,8 +75,18 @@ SETTINGS = (
     Setting("spaceinvaders-128x128", "SpaceInvaders-MinAtar", num_envs=128, num_steps=128, num_minibatches=8,
             budget_fraction=0.25),
     Setting("cartpole-32seeds", "CartPole-v1", num_envs=4, num_steps=128, seeds=32),
+    # One environment per suite (pip install -e ".[envs]"; docs/env_suites.md). Off by default: each needs its
+    # extra and compiles for 20-60 s on a CPU. Brax on its default 'generalized' pipeline; Craftax resets a world
+    # every step (as its own auto-reset does), so it runs a small share of the budget.
+    Setting("brax-ant-256x32", "brax/ant", num_envs=256, num_steps=32, num_minibatches=8, budget_fraction=0.25,
+            by_default=False),
+    Setting("jumanji-knapsack-64x64", "jumanji/Knapsack-v1", num_envs=64, num_steps=64, num_minibatches=8,
+            by_default=False),
+    Setting("craftax-classic-128x64", "craftax/Craftax-Classic-Symbolic-v1", num_envs=128, num_steps=64,
+            num_minibatches=8, budget_fraction=0.05, by_default=False),
 )
 SETTINGS_BY_NAME = {setting.name: setting for setting in SETTINGS}
+DEFAULT_SETTINGS = [setting.name for setting in SETTINGS if setting.by_default]
 
 
 class Row(NamedTuple):
@@ -162,8 +175,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default %(default)s)")
     parser.add_argument("--repeats", type=int, default=2,
                         help="timed runs per program; the best counts (default %(default)s)")
-    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS_BY_NAME), default=list(SETTINGS_BY_NAME),
-                        metavar="NAME", help=f"subset to run, from: {', '.join(SETTINGS_BY_NAME)}")
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS_BY_NAME), default=DEFAULT_SETTINGS,
+                        metavar="NAME", help=f"subset to run, from: {', '.join(SETTINGS_BY_NAME)} (default: all "
+                        "but the environment-suite rows)")
     parser.add_argument("--seed", type=int, default=0, help="first PRNG seed")
     args = parser.parse_args(argv)
     if args.total_timesteps < 1:

@@ -180,8 +180,12 @@ class CheckpointStore:
         source = self.directory / str(step)
         target = self.directory / f"damaged-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
         source.rename(target)
-        self._manager.reload()
+        self.reload()
         return target
+
+    def reload(self) -> None:
+        """Re-read the checkpoint folder (after another process changed it)."""
+        self._manager.reload()
 
     def close(self) -> None:
         """Release orbax's background resources."""

@@ -73,6 +73,22 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     )
 
 
+def detected_cluster() -> str | None:
+    """The scheduler that launched this process as one of several tasks ('slurm' or 'openmpi'), else None.
+
+    JAX's own detection (`jax.distributed.initialize()` without arguments) reads the same variables; this only
+    decides whether to call it, so a single-task job (or a laptop) never waits for a coordinator.
+    """
+    import os
+
+    slurm = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID")
+    if all(name in os.environ for name in slurm) and int(os.environ["SLURM_NTASKS"] or 1) > 1:
+        return "slurm"
+    if int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1) > 1:
+        return "openmpi"
+    return None
+
+
 def check_cluster_args(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
     """ValueError naming the flag when the cluster arguments are incomplete or malformed."""
     given = [v is not None for v in (coordinator, num_processes, process_id)]

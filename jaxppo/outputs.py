@@ -233,9 +233,14 @@ def params_bytes(params: Any, normalizers: Any) -> bytes:
     return serialization.to_bytes({"params": params, "normalizers": normalizers})
 
 
+LAYOUT_FIELDS = ("num_devices",)
+"""Config fields that choose where a run executes, not what it learns (they may change on resume)."""
+
+
 def config_digest(config: PPOConfig) -> str:
-    """SHA-256 of the config's canonical JSON."""
-    return sha256(json.dumps(config_to_dict(config), sort_keys=True).encode())
+    """SHA-256 of the config's canonical JSON, layout fields left out."""
+    values = {k: v for k, v in config_to_dict(config).items() if k not in LAYOUT_FIELDS}
+    return sha256(json.dumps(values, sort_keys=True).encode())
 
 
 def write_params(path: Path, params: Any, normalizers: Any, config: PPOConfig | None = None) -> None:

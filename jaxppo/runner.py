@@ -218,6 +218,14 @@ class StopRequests:
                 signal.signal(sig, handler)
 
 
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-host run got here (no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def agree_across_processes(flag: bool) -> bool:
     """True if any process raised flag (every process must stop after the same chunk)."""
     if jax.process_count() == 1:
@@ -474,11 +482,14 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
 
 
 def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool = False,
-               stream: TextIO | None = None, overrides: dict[str, Any] | None = None) -> RunResult:
+               stream: TextIO | None = None, overrides: dict[str, Any] | None = None,
+               num_devices: int | None = None) -> RunResult:
     """Continue the run in folder `out` from its newest intact checkpoint, with its saved config and options.
 
     overrides may change options that do not alter what is learned (tensorboard, wandb_*, eval_*,
-    keep_checkpoints, checkpoint_every, chunk_updates, check_sync); anything else is refused.
+    keep_checkpoints, checkpoint_every, chunk_updates, check_sync); anything else is refused. num_devices (per
+    process) and the number of processes may differ from the saved run's (elastic resume): counts are global and
+    the state is laid out by global environment index, so the run continues the same learning on the new layout.
     """
     out = Path(out)
     stream = sys.stdout if stream is None else stream
@@ -486,6 +497,8 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
     if not out.is_dir():
         raise run_folder.RunFolderError(f"--resume {out}: not a folder holding a run")
     config = outputs.read_config(out)
+    if num_devices is not None:
+        config = dataclasses.replace(config, num_devices=num_devices)
     saved = outputs.read_json(out / outputs.RUN, "run settings")
     if saved.get("kind", "train") != "train":
         raise run_folder.RunFolderError(f"--resume {out}: holds a {saved.get('kind')} run, not a training run")
@@ -522,8 +535,12 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
             raise
         for line in restored.skipped:
             run.say(f"warning: {line}; using an older checkpoint")
-        for step in restored.skipped_steps:
-            run.say(f"note: the damaged checkpoint was kept as {run.store.set_aside(step)}")
+        if restored.skipped_steps:
+            if run.lead:
+                for step in restored.skipped_steps:
+                    run.say(f"note: the damaged checkpoint was kept as {run.store.set_aside(step)}")
+            sync_processes("jaxppo-set-aside")
+            run.store.reload()
         done = restored.step
         run.train_seconds = float(restored.meta.get("train_seconds", 0.0))
         history = []

@@ -134,7 +134,7 @@ def test_symlinked_checkpoints_folder_is_refused_and_nothing_outside_is_touched(
 def test_sigkill_during_saves_resumes_from_last_complete_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps",
-            str(4 * 16 * 120), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--quiet", "--out", str(run)]
+            str(4 * 16 * 60), "--checkpoint-every", "1", "--keep-checkpoints", "2", "--quiet", "--out", str(run)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "jaxppo.cli", "train", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -160,8 +160,8 @@ def test_sigkill_during_saves_resumes_from_last_complete_checkpoint(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jaxppo.cli", "train", "--resume", str(run), "--quiet"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert f"resuming {run} after update {last}/120" in result.stdout
-    assert json.loads((run / "summary.json").read_text())["num_updates"] == 120
+    assert f"resuming {run} after update {last}/60" in result.stdout
+    assert json.loads((run / "summary.json").read_text())["num_updates"] == 60
     store.close()
 
 

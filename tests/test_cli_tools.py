@@ -80,18 +80,18 @@ def test_eval_acts_on_each_seeds_saved_obs_statistics(run_dir, tmp_path, capsys)
         for wrong in returns[i, 1:]:  # the check can tell each mistake apart
             assert not np.array_equal(wrong, returns[i, 0])
 
-    # The same run read as one without normalisation: eval.json is refused until --overwrite, then the policy
-    # acts on raw observations.
+    # A second evaluation needs --overwrite; then it replaces eval.json with the same results (same key).
+    with pytest.raises(cli.UsageError, match=r"eval\.json already exists; pass --overwrite"):
+        eval_run(run_dir, num_episodes=3, seed=4)
+    eval_run(run_dir, num_episodes=3, seed=4, overwrite=True)
+    assert json.loads((run_dir / "eval.json").read_text()) == report
+    # The same run read as one without normalisation is refused: its config is not the one trained with.
     plain = tmp_path / "plain"
     shutil.copytree(run_dir, plain)
     (plain / "config.json").write_text(json.dumps({**outputs.config_to_dict(config),
                                                    "normalize_observations": False}))
-    with pytest.raises(cli.UsageError, match=r"eval\.json already exists; pass --overwrite"):
-        eval_run(plain, num_episodes=3, seed=4)
-    eval_run(plain, num_episodes=3, seed=4, overwrite=True)
-    report = json.loads((plain / "eval.json").read_text())
-    for i, entry in enumerate(report["per_seed"]):
-        np.testing.assert_allclose(entry["returns"], returns[i, 1])
+    with pytest.raises(cli.UsageError, match="not the config these parameters were trained with"):
+        eval_run(plain, num_episodes=3, seed=4, overwrite=True)
 
 
 def test_sweep_command_writes_table(tmp_path, capsys):

@@ -136,12 +136,12 @@ def test_sync_check_detects_diverged_replicas():
 
 
 def test_vmap_over_seeds_composes_with_devices():
-    keys = jax.random.split(jax.random.key(5), 3)
+    keys = jax.random.split(jax.random.key(5), 2)
     states, metrics = _train(NUM_DEVICES, seeds=keys)
-    assert metrics.episode_return.shape == (3, 4)
-    for i in range(3):
-        state, _ = jax.jit(jaxppo.make_train(jaxppo.PPOConfig(**SHORT_RUN)))(keys[i])
-        chex.assert_trees_all_close(jax.tree.map(lambda x: x[i], states.params), state.params, rtol=1e-5, atol=1e-6)
+    assert metrics.episode_return.shape == (2, 4)
+    single, _ = _train(1, seeds=keys)  # the same seeds vmapped on one device
+    chex.assert_trees_all_close(states.params, single.params, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(jax.tree.leaves(states.params)[1][0], jax.tree.leaves(states.params)[1][1])
 
 
 def test_more_devices_than_exist_is_a_clear_error():

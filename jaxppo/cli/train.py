@@ -16,7 +16,7 @@ RESUMABLE_OVERRIDES = ("tensorboard", "wandb_project", "wandb_mode", "eval_every
                        "keep_checkpoints", "checkpoint_every", "chunk_updates", "check_sync")
 """Flags that may change when a run is resumed (they do not change what is learned)."""
 RESUME_FLAGS = {"resume", "quiet", "stop_after_updates", "coordinator", "num_processes", "process_id", "timeout",
-                *RESUMABLE_OVERRIDES}
+                "cluster", *RESUMABLE_OVERRIDES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,9 @@ class TrainArgs:
     """This process's index in [0, num_processes)."""
     timeout: int = 300
     """Seconds to wait for all processes at start-up and to detect a dead peer."""
+    cluster: Literal["auto", "on", "off"] = "auto"
+    """Without --coordinator: auto joins through JAX's cluster detection when SLURM or Open MPI started this
+    process as one of several tasks; on always asks JAX to detect the cluster (e.g. TPU pods); off never."""
 
 
 def description() -> str:
@@ -79,9 +82,21 @@ def description() -> str:
 
 
 def _join_cluster(args: TrainArgs) -> None:
-    if not any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+    from jaxppo.distributed import check_cluster_args, detected_cluster, initialize
+
+    explicit = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    if not explicit:
+        if args.cluster == "off" or (args.cluster == "auto" and detected_cluster() is None):
+            return
+        print(f"jaxppo: joining the {detected_cluster() or 'detected'} cluster through JAX's detection (timeout "
+              f"{args.timeout}s)", file=sys.stderr, flush=True)
+        try:
+            initialize(timeout_seconds=args.timeout)
+        except Exception as error:  # noqa: BLE001 - the runtime's errors become one line
+            lines = str(error).strip().splitlines()
+            raise UsageError(f"could not join the cluster: {lines[0][:300] if lines else type(error).__name__}",
+                             exit_code=EXIT_FAILED) from None
         return
-    from jaxppo.distributed import check_cluster_args, initialize
 
     try:
         check_cluster_args(args.coordinator, args.num_processes, args.process_id)
@@ -175,14 +190,27 @@ def _resume(args: TrainArgs, argv: list[str]) -> int:
         saved = outputs.read_config(args.resume)
     except ValueError as error:
         raise UsageError(f"--resume {args.resume}: {error}") from None
+    layout = {"num_devices"}  # where the run executes, not what it learns: may change (elastic resume)
     conflicts = [f"{name} (saved {getattr(saved, name)!r}, given {getattr(args.config, name)!r})"
-                 for name in sorted(given & config_fields) if getattr(args.config, name) != getattr(saved, name)]
+                 for name in sorted((given & config_fields) - layout)
+                 if getattr(args.config, name) != getattr(saved, name)]
     if conflicts:
         raise UsageError(f"--resume {args.resume}: flags contradict the saved config: {', '.join(conflicts)}; drop "
                          "them (the saved config is used)")
     overrides = {name: getattr(args, name) for name in RESUMABLE_OVERRIDES if name in given}
+    num_devices = None
+    if "num_devices" in given:
+        import jax
+
+        num_devices = args.config.num_devices
+        num_devices = jax.local_device_count() if num_devices == "all" else num_devices
+        try:
+            dataclasses.replace(saved, num_devices=num_devices)
+        except ValueError as error:
+            raise UsageError(f"--resume {args.resume}: {error}") from None
+        _check_devices(num_devices)
     return _report(lambda: runner.resume_run(args.resume, stop_after_updates=args.stop_after_updates,
-                                             quiet=args.quiet, overrides=overrides))
+                                             quiet=args.quiet, overrides=overrides, num_devices=num_devices))
 
 
 def _report(call) -> int:

@@ -1,0 +1,116 @@
+"""Brax adapter: continuous control ('brax/ant', 'brax/halfcheetah@positional') behind the adapter protocol.
+
+An id is a name in brax's registry (`brax.envs.get_environment`), optionally followed by `@backend` to pick the
+physics pipeline ('generalized', 'positional', 'spring' or 'mjx'); without one the environment class's own default
+is used (brax 0.14: 'generalized' for the MuJoCo-style tasks).
+
+Time limit: the environment is wrapped in brax's own `EpisodeWrapper` (brax/envs/wrappers/training.py), as
+`brax.envs.create` and brax's PPO do, with episode_length 1000 and action_repeat 1. That wrapper sets
+`state.done = 1` when the step count reaches the limit and records `state.info['truncation'] = 1 - done_by_env`
+there; so `truncated = info['truncation'] > 0` and `terminated = done and not truncated` (a terminal state reached
+exactly at the limit stays terminated).
+
+Auto-reset is done here, not by brax's `AutoResetWrapper` (which restarts every episode from the first episode's
+initial state): where an episode ends, the state is replaced by `env.reset(step key)`, a fresh random start, and
+`final_obs` keeps the observation the step reached. Actions are in [-1, 1]^A, the range brax's own agents emit
+(tanh-squashed Gaussian); the tasks rescale or clip to their actuators' control ranges themselves.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxppo.envs.protocol import EnvSpec, TimeStep
+
+BACKENDS = ("generalized", "positional", "spring", "mjx")
+"""Physics pipelines a brax PipelineEnv accepts (brax/envs/base.py)."""
+
+EPISODE_LENGTH = 1000
+"""The time limit of `brax.envs.create` and of brax's PPO training (`episode_length`)."""
+
+
+def registered_ids() -> list[str]:
+    """Environment names in brax's registry (built in, and added with `brax.envs.register_environment`)."""
+    from brax import envs
+
+    return sorted(envs._envs)  # brax has no public listing; get_environment reads this dict
+
+
+def raw_key(key: jax.Array) -> jax.Array:
+    """uint32 key data of a typed PRNG key (suite states then hold plain arrays, which checkpoints can store)."""
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+
+
+class BraxEnv:
+    """One brax environment under brax's EpisodeWrapper, behind the adapter protocol (see the module docstring).
+
+    Args:
+      name: a name in brax's registry, e.g. 'ant'.
+      backend: physics pipeline (see BACKENDS); None keeps the environment's default.
+      episode_length: the time limit, in env steps.
+      **env_kwargs: passed to the environment class (e.g. reset_noise_scale).
+    """
+
+    def __init__(self, name: str, backend: str | None = None, episode_length: int = EPISODE_LENGTH,
+                 **env_kwargs: Any):
+        from brax import envs
+        from brax.envs.wrappers import training
+
+        if backend is not None:
+            env_kwargs["backend"] = backend
+        base = envs.get_environment(name, **env_kwargs)
+        self.name = name
+        self.backend = base.backend
+        self.env = training.EpisodeWrapper(base, episode_length, action_repeat=1)
+        obs = jax.eval_shape(base.reset, jax.random.key_data(jax.random.key(0))).obs
+        if not isinstance(obs, jax.ShapeDtypeStruct):
+            raise ValueError(f"env='brax/{name}': dictionary observations ({jax.tree.map(lambda x: x.shape, obs)}) are "
+                             "not supported; jaxppo needs one array")
+        size = int(base.action_size)
+        self.spec = EnvSpec(obs_shape=tuple(int(d) for d in obs.shape), continuous=True, num_actions=size,
+                            action_shape=(size,), action_low=-np.ones(size, np.float32),
+                            action_high=np.ones(size, np.float32), max_episode_steps=int(episode_length))
+
+    def reset(self, key: jax.Array) -> tuple[Any, jax.Array, None]:
+        state = self.env.reset(raw_key(key))
+        return state, jnp.asarray(state.obs, jnp.float32), None
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        reached = self.env.step(state, action)
+        done = reached.done > 0
+        truncated = reached.info["truncation"] > 0
+        fresh, obs, _ = self.reset(key)
+        state = jax.tree.map(lambda new, old: jnp.where(done, new, old).astype(old.dtype), fresh, reached)
+        final_obs = jnp.asarray(reached.obs, jnp.float32)
+        return state, TimeStep(obs=jnp.where(done, obs, final_obs), action_mask=None,
+                               reward=jnp.asarray(reached.reward, jnp.float32).reshape(()),
+                               terminated=done & ~truncated, truncated=truncated, final_obs=final_obs)
+
+
+def parse_name(name: str) -> tuple[str, str | None]:
+    """('ant', 'positional') for 'ant@positional'; ('ant', None) for 'ant'. KeyError for unknown names/backends."""
+    env_name, _, backend = name.partition("@")
+    known = registered_ids()
+    if env_name not in known:
+        lowered = {k.lower(): k for k in known}
+        if env_name.lower() in lowered:
+            env_name = lowered[env_name.lower()]
+        else:
+            close = difflib.get_close_matches(env_name, known, n=4, cutoff=0.4)
+            hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
+            raise KeyError(f"not a registered brax environment; {hint}")
+    if backend and backend not in BACKENDS:
+        raise KeyError(f"unknown brax backend {backend!r}; use one of {', '.join(BACKENDS)} after '@' "
+                       f"(e.g. brax/{env_name}@positional), or no '@' for the environment's default")
+    return env_name, backend or None
+
+
+def make(name: str) -> BraxEnv:
+    """The adapter of 'NAME' or 'NAME@BACKEND' (brax registry name, optional physics pipeline)."""
+    env_name, backend = parse_name(name)
+    return BraxEnv(env_name, backend)
