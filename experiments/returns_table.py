@@ -58,7 +58,7 @@ import numpy as np
 from jaxppo.config import PPOConfig
 from jaxppo.evaluate import make_evaluate
 from jaxppo.outputs import FINAL_WINDOW, final_returns
-from jaxppo.presets import PRESETS, REFERENCE_RETURNS, SKIPPED_ENVS, preset_config, preset_names
+from jaxppo.presets import PRESETS, REFERENCE_RETURNS, SKIPPED_ENVS, gymnax_preset_names, preset_config
 from jaxppo.train import make_train
 
 
@@ -268,7 +268,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", choices=("small", "full"), default="small",
                         help="small: SMALL_BUDGETS (CPU-sized); full: preset total_timesteps (default %(default)s)")
-    parser.add_argument("--envs", nargs="+", choices=preset_names(), default=list(preset_names()), metavar="PRESET",
+    parser.add_argument("--envs", nargs="+", choices=gymnax_preset_names(), default=list(gymnax_preset_names()),
+                        metavar="PRESET",
                         help="presets to run (default: all)")
     parser.add_argument("--num-seeds", type=int, default=4, help="seeds per preset, vmapped (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="first PRNG seed")
@@ -280,7 +281,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds one preset may take (its own process) before it is retried once "
                              "(default %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--child", choices=preset_names(), help=argparse.SUPPRESS)  # internal: one preset, JSON out
+    parser.add_argument("--child", choices=gymnax_preset_names(), help=argparse.SUPPRESS)  # internal: one preset, JSON out
     args = parser.parse_args(argv)
     if args.num_seeds < 1:
         parser.error(f"--num-seeds {args.num_seeds}: must be at least 1")

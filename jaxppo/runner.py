@@ -32,6 +32,8 @@ import numpy as np
 from jaxppo import outputs, run_folder
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.footprint import check_fits
+from jaxppo.loggers import log_metrics_history, make_seed_loggers
+from jaxppo.progress import ProgressPrinter
 from jaxppo.train import ProgressFn, make_train_parts
 
 DEFAULT_CHUNKS = 20
@@ -275,12 +277,9 @@ class _Run:
         self.lead = jax.process_index() == 0
         self.seeds = list(range(options.seed, options.seed + options.num_seeds))
         self.chunk = chunk_length(config, options)
-        from jaxppo.progress import ProgressPrinter
-
         printer = None if quiet or not self.lead else ProgressPrinter(
             config.num_updates, config.batch_size, num_seeds=options.num_seeds, stream=stream)
-        self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer if self.lead else None,
-                                 options.check_sync, env, env_params)
+        self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer, options.check_sync, env, env_params)
         check_fits(config, self.runner.parts.agent.spec, options.num_seeds, config.num_devices,
                    jax.local_devices()[0])
         self.store = None
@@ -301,8 +300,6 @@ class _Run:
 
     def open_loggers(self, purge_step: int | None) -> None:
         if self.lead and (self.options.tensorboard or self.options.wandb_project is not None):
-            from jaxppo.loggers import make_seed_loggers
-
             self.loggers = make_seed_loggers(self.out, self.seeds, self.options.tensorboard,
                                              self.options.wandb_project, self.options.wandb_mode,
                                              config=outputs.config_to_dict(self.config), purge_step=purge_step)
@@ -350,8 +347,6 @@ class _Run:
             if self.lead:
                 outputs.append_metrics_csv(self.out / outputs.METRICS, columns, done)
                 for seed_index, logger in enumerate(self.loggers):
-                    from jaxppo.loggers import log_metrics_history
-
                     log_metrics_history(logger, columns, seed=seed_index)
             self.guard(metrics, columns, new_state, done, end)
             state, done = new_state, end
@@ -467,7 +462,8 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
     _check_tracker(options)
     stream = sys.stdout if stream is None else stream
     out = Path(out)
-    run_folder.check_new_run(out, "train", overwrite) if jax.process_index() == 0 else None
+    if jax.process_index() == 0:
+        run_folder.check_new_run(out, "train", overwrite)
     run = _Run(config, out, options, quiet, stream, env, env_params)  # builds the agent: env and layout checks
     with _lead_claim(out, overwrite) as lead:
         if lead:
@@ -493,9 +489,9 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
     """
     out = Path(out)
     stream = sys.stdout if stream is None else stream
-    run_folder.check_no_links(out, "train") if out.is_dir() else None
     if not out.is_dir():
         raise run_folder.RunFolderError(f"--resume {out}: not a folder holding a run")
+    run_folder.check_no_links(out, "train")
     config = outputs.read_config(out)
     if num_devices is not None:
         config = dataclasses.replace(config, num_devices=num_devices)

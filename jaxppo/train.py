@@ -29,7 +29,7 @@ from jaxppo.losses import LossFn, LossInputs, ppo_loss
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
 from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
-from jaxppo.update import (StepMetrics, advantage_statistics, annealed_lr, epoch_minibatches, init_optimizer_state,
+from jaxppo.update import (advantage_statistics, annealed_lr, epoch_minibatches, init_optimizer_state,
                            layout_batch, local_advantage_moments, run_epochs)
 
 

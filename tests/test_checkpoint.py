@@ -11,11 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-import chex
 import gymnax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 import jaxppo

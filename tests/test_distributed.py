@@ -112,11 +112,16 @@ def test_layout_invariance_short_training(single_device_run, num_devices):
     assert bool(np.all(metrics.replicas_in_sync))
 
 
-def test_layout_invariance_one_update():
-    one = dict(total_timesteps=SHORT_RUN["num_envs"] * SHORT_RUN["num_steps"])
-    ref_state, _ = _train(**one)
-    state, _ = _train(NUM_DEVICES, **one)
-    chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-6, atol=1e-7)
+@pytest.mark.parametrize("memory", ["none", "gru"])
+def test_layout_invariance_one_update(memory):
+    # With memory, minibatches are groups of whole environment sequences: the same groups on any layout too.
+    one = dict(total_timesteps=SHORT_RUN["num_envs"] * SHORT_RUN["num_steps"] * (1 if memory == "none" else 2),
+               memory=memory, memory_size=8)
+    ref_state, ref_metrics = _train(**one)
+    state, metrics = _train(NUM_DEVICES, **one)
+    chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(state.env.memory, ref_state.env.memory, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(metrics.loss.value_loss, ref_metrics.loss.value_loss, rtol=1e-4)
 
 
 def test_replicas_identical_on_every_device_after_training():

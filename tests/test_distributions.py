@@ -6,7 +6,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from jaxppo.distributions import Categorical, DiagGaussian, action_noise
 

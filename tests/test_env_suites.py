@@ -1,11 +1,12 @@
 """Environment suites behind the adapter protocol (jaxppo/envs/{brax,jumanji,craftax}_env.py).
 
 Per adapter: observations, rewards, terminated / truncated and final observations against a hand-rolled loop over
-the suite's own API, auto-reset exactly at episode ends, time limits as truncation. Per suite: a short training.
-On one suite (Jumanji, the cheapest to compile): vmap over seeds and hyperparameters (a sweep), D devices == 1
-device, evaluation with normaliser statistics, a checkpoint round trip, the CLI. Compilation dominates the run time
-here (each training program takes ~5-10 s to compile on 2 CPU cores), so every suite is compiled as few times as
-the checks allow, on its cheapest environment: Brax's inverted_pendulum on the 'generalized' pipeline (not 'mjx').
+the suite's own API, auto-reset exactly at episode ends, time limits as truncation. Per suite: a short training
+(Craftax's through the CLI, with checkpoints). On Jumanji, the cheapest to compile: vmap over seeds and
+hyperparameters (a sweep), D devices == 1 device, evaluation with masks and normaliser statistics, a checkpoint round
+trip. Compilation dominates the run time (a training program takes 5-25 s to compile on 2 CPU cores), so each suite
+is compiled as few times as the checks allow, on a cheap environment: Brax's inverted_pendulum on the 'generalized'
+pipeline (not 'mjx').
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ def test_missing_extra_is_one_line_through_the_public_api(monkeypatch):
     with pytest.raises(ValueError) as error:
         jaxppo.make_train(jaxppo.PPOConfig(env="craftax/Craftax-Classic-Symbolic-v1"))
     assert str(error.value).splitlines() == [
-        "env='craftax/Craftax-Classic-Symbolic-v1': the craftax package is not installed; pip install -e "
-        "\".[craftax]\" (or pip install -e \".[envs]\" for every suite)"]
+        ("env='craftax/Craftax-Classic-Symbolic-v1': the craftax package is not installed; pip install -e "
+         "\".[craftax]\" (or pip install -e \".[envs]\" for every suite)")]
 
 
 def test_importing_jaxppo_and_gymnax_envs_imports_no_suite():
@@ -144,10 +145,9 @@ def test_brax_short_training_with_observation_normalisation_improves():
 # ------------------------------------------------------------------------------------------------- Jumanji
 def _jumanji_reference_obs(observation) -> tuple[np.ndarray, np.ndarray]:
     """Independent flattening of a Jumanji observation: every field but action_mask, in field order."""
-    fields = observation._asdict()
-    mask = np.asarray(fields.pop("action_mask"))
-    leaves = jax.tree.leaves(fields)
-    return np.concatenate([np.asarray(leaf, np.float32).ravel() for leaf in leaves]), mask
+    parts = [np.asarray(leaf, np.float32).ravel() for name in observation._fields if name != "action_mask"
+             for leaf in jax.tree.leaves(getattr(observation, name))]
+    return np.concatenate(parts), np.asarray(observation.action_mask)
 
 
 def _jumanji_cases():
@@ -168,7 +168,7 @@ def test_jumanji_adapter_matches_hand_rolled_loop(case):
     name, env, expected_end = _jumanji_cases()[case]
     adapter = JumanjiEnv(env, name)
     spec = env.action_spec
-    nvec = tuple(int(n) for n in np.atleast_1d(np.asarray(getattr(spec, "num_values"))))
+    nvec = tuple(int(n) for n in np.atleast_1d(np.asarray(spec.num_values)))
     assert adapter.spec.num_actions == int(np.prod(nvec)) and adapter.spec.has_action_mask
     ad_reset, ad_step = jax.jit(adapter.reset), jax.jit(adapter.step)
     ref_reset, ref_step = jax.jit(env.reset), jax.jit(env.step)

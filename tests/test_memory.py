@@ -58,8 +58,7 @@ def test_update_replays_the_rollout_from_the_stored_carry_with_its_resets():
     end, traj, _ = rollout(agent, params, carry, jax.random.key(3), ids, normalizers, 0.99)
     assert np.asarray(traj.first[1:]).any() and not np.asarray(traj.first[0]).all()  # resets mid-sequence
     _, logits, values = agent.network.apply(params, start.memory, traj.obs, traj.first)
-    log_probs = jax.nn.log_softmax(logits)[..., None].squeeze(-1)
-    log_probs = jnp.take_along_axis(log_probs, traj.action[..., None], axis=-1)[..., 0]
+    log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), traj.action[..., None], axis=-1)[..., 0]
     chex.assert_trees_all_close(values, traj.value, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(log_probs, traj.log_prob, rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(end.memory, agent.network.apply(params, start.memory, traj.obs, traj.first)[0],

@@ -45,3 +45,25 @@ def test_running_moments_over_devices_equal_single_device():
 def test_reward_scaling_divides_by_return_std_without_centring():
     moments = RunningMoments(mean=jnp.asarray(5.0), var=jnp.asarray(4.0), count=jnp.asarray(10.0))
     np.testing.assert_allclose(scale_reward(moments, jnp.array([2.0, -30.0]), clip=10.0), [1.0, -10.0], rtol=1e-6)
+
+
+def test_warm_up_seeds_the_statistics_in_separate_environments():
+    import jaxppo
+    from jaxppo.train import init_state, make_train_parts
+
+    config = jaxppo.PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=8, total_timesteps=64, num_minibatches=1,
+                              normalize_observations=True, normalize_rewards=True, normalizer_warmup_steps=50)
+    agent = make_train_parts(config).agent
+    state = init_state(agent, jax.random.key(0))
+    # 4 environments x 50 warm-up steps were merged into the prior (weight 1e-4).
+    np.testing.assert_allclose(float(state.normalizers.obs.count), 200 + 1e-4, rtol=1e-6)
+    np.testing.assert_allclose(float(state.normalizers.reward.count), 200 + 1e-4, rtol=1e-6)
+    assert float(state.normalizers.reward.var) > 0.1  # returns of a random policy on Pendulum are far from 0
+    # cos, sin of the angle: the mean of |cos|, |sin| is well inside [0, 1]; the angular velocity varies.
+    assert float(jnp.max(jnp.abs(state.normalizers.obs.mean))) < 1.0 and float(state.normalizers.obs.var[2]) > 0.01
+    # The trained environments start fresh: no step taken, every observation the first of an episode.
+    assert bool(jnp.all(state.env.first)) and int(jnp.sum(state.env.episodes.lengths)) == 0
+    plain = init_state(make_train_parts(jaxppo.PPOConfig(**{**config.__dict__, "normalizer_warmup_steps": 0}))
+                       .agent, jax.random.key(0))
+    np.testing.assert_array_equal(np.asarray(plain.env.obs), np.asarray(state.env.obs))  # same resets either way
+    np.testing.assert_allclose(float(plain.normalizers.obs.count), 1e-4)

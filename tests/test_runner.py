@@ -86,10 +86,11 @@ def test_library_run_writes_the_same_files_as_the_cli(tmp_path):
 
 
 def test_stop_request_checkpoints_and_resume_continues(tmp_path):
-    # A SIGTERM-like request is honoured after the chunk: a checkpoint, a resume line, and resume == uninterrupted.
+    # A SIGTERM-like request is honoured after the chunk: a checkpoint, a resume line, and resume == uninterrupted
+    # bitwise, with a recurrent policy (the GRU carry is part of the checkpointed state).
     import jaxppo.runner as runner_module
 
-    config = helpers.tiny_config(updates=6)
+    config = helpers.tiny_config(updates=6, memory="gru", memory_size=8)
     whole = train_run(config, tmp_path / "whole", RunOptions(chunk_updates=2), stream=io.StringIO())
 
     original = runner_module.StopRequests.installed

@@ -24,6 +24,7 @@ SUITES: dict[str, tuple[str, str, str]] = {
     "brax": ("jaxppo.envs.brax_env", "brax", "brax"),
     "jumanji": ("jaxppo.envs.jumanji_env", "jumanji", "jumanji"),
     "craftax": ("jaxppo.envs.craftax_env", "craftax", "craftax"),
+    "jaxppo": ("jaxppo.envs.jaxppo_env", "gymnax", ""),  # environments of this project (always installed)
 }
 """Suite prefix -> (adapter module, the package it imports, the pip extra that installs it)."""
 

@@ -18,8 +18,11 @@ initial state): where an episode ends, the state is replaced by `env.reset(step 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
-from typing import Any
+import io
+import warnings
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -34,11 +37,31 @@ EPISODE_LENGTH = 1000
 """The time limit of `brax.envs.create` and of brax's PPO training (`episode_length`)."""
 
 
+def _brax_envs():
+    """`brax.envs`, imported with mujoco's two 'Failed to import warp' prints (an optional MJX backend) kept off
+    stdout, where they would land in the middle of a CLI run's output."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        from brax import envs
+    return envs
+
+
+@contextlib.contextmanager
+def _mujoco_warnings_as_python_warnings() -> Iterator[None]:
+    """MuJoCo's compiler warnings (e.g. halfcheetah's deprecated 'settotalmass') as Python warnings, instead of lines
+    MuJoCo would append to MUJOCO_LOG.TXT in the working directory."""
+    import mujoco
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(lambda message: warnings.warn(f"mujoco: {message}", stacklevel=2))
+    try:
+        yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 def registered_ids() -> list[str]:
     """Environment names in brax's registry (built in, and added with `brax.envs.register_environment`)."""
-    from brax import envs
-
-    return sorted(envs._envs)  # brax has no public listing; get_environment reads this dict
+    return sorted(_brax_envs()._envs)  # brax has no public listing; get_environment reads this dict
 
 
 def raw_key(key: jax.Array) -> jax.Array:
@@ -58,12 +81,13 @@ class BraxEnv:
 
     def __init__(self, name: str, backend: str | None = None, episode_length: int = EPISODE_LENGTH,
                  **env_kwargs: Any):
-        from brax import envs
+        envs = _brax_envs()
         from brax.envs.wrappers import training
 
         if backend is not None:
             env_kwargs["backend"] = backend
-        base = envs.get_environment(name, **env_kwargs)
+        with _mujoco_warnings_as_python_warnings():  # brax compiles the model's MJCF here
+            base = envs.get_environment(name, **env_kwargs)
         self.name = name
         self.backend = base.backend
         self.env = training.EpisodeWrapper(base, episode_length, action_repeat=1)
@@ -85,7 +109,7 @@ class BraxEnv:
         done = reached.done > 0
         truncated = reached.info["truncation"] > 0
         fresh, obs, _ = self.reset(key)
-        state = jax.tree.map(lambda new, old: jnp.where(done, new, old).astype(old.dtype), fresh, reached)
+        state = jax.tree.map(lambda new, old: jnp.where(done, new, old).astype(jnp.result_type(old)), fresh, reached)
         final_obs = jnp.asarray(reached.obs, jnp.float32)
         return state, TimeStep(obs=jnp.where(done, obs, final_obs), action_mask=None,
                                reward=jnp.asarray(reached.reward, jnp.float32).reshape(()),

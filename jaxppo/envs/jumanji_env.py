@@ -61,6 +61,7 @@ def raw_key(key: jax.Array) -> jax.Array:
 
 
 def _fields(observation: Any) -> dict[str, Any]:
+    """The observation's fields by name, in field order."""
     if hasattr(observation, "_asdict"):
         return dict(observation._asdict())
     if hasattr(observation, "__dataclass_fields__"):
@@ -146,7 +147,9 @@ class JumanjiEnv:
         """Jumanji observation -> (obs float32 [D], mask bool [A] or None)."""
         fields = _fields(observation)
         mask = fields.pop(MASK_FIELD, None)
-        leaves = [jnp.asarray(leaf).astype(jnp.float32).reshape(-1) for leaf in jax.tree.leaves(fields)]
+        # Field by field in declaration order (jax.tree.leaves of the dict would sort the names).
+        leaves = [jnp.asarray(leaf).astype(jnp.float32).reshape(-1)
+                  for value in fields.values() for leaf in jax.tree.leaves(value)]
         obs = jnp.concatenate(leaves) if leaves else jnp.zeros((0,), jnp.float32)
         if self._mask_layout == "none":
             return obs, None
