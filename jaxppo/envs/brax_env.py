@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 """Physics pipelines a brax PipelineEnv accepts (brax/envs/base.py)."""
@@ -63,10 +63,6 @@ def registered_ids() -> list[str]:
     """Environment names in brax's registry (built in, and added with `brax.envs.register_environment`)."""
     return sorted(_brax_envs()._envs)  # brax has no public listing; get_environment reads this dict
 
-
-def raw_key(key: jax.Array) -> jax.Array:
-    """uint32 key data of a typed PRNG key (suite states then hold plain arrays, which checkpoints can store)."""
-    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 class BraxEnv:

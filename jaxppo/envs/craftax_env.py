@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
 
 IDS = ("Craftax-Classic-Pixels-v1", "Craftax-Classic-Symbolic-v1", "Craftax-Pixels-v1", "Craftax-Symbolic-v1")
 """The ids craftax.craftax_env.make_craftax_env_from_name accepts (without their -AutoReset aliases)."""
@@ -35,10 +35,6 @@ def registered_ids() -> list[str]:
     """Craftax's environment ids."""
     return list(IDS)
 
-
-def raw_key(key: jax.Array) -> jax.Array:
-    """uint32 key data of a typed PRNG key: Craftax states keep a key, and checkpoints store plain arrays."""
-    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 class CraftaxEnv:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
 
 MAX_JOINT_ACTIONS = 16_384
 """Largest joint action space a multi-dimensional discrete action is flattened into."""
@@ -54,10 +54,6 @@ def registered_ids() -> list[str]:
 
     return sorted(jumanji.registered_environments())
 
-
-def raw_key(key: jax.Array) -> jax.Array:
-    """uint32 key data of a typed PRNG key: Jumanji states keep their key, and checkpoints store plain arrays."""
-    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 def _fields(observation: Any) -> dict[str, Any]:

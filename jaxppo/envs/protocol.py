@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -55,6 +56,12 @@ class Env(Protocol):
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
         """Advance one step with auto-reset; action is an env action (int32 [] or float32 [*action_shape])."""
         ...
+
+
+def raw_key_data(key: jax.Array) -> jax.Array:
+    """uint32 key data of a typed PRNG key (a raw key is returned as it is). Suites whose states keep a key store
+    it raw: the state is then plain arrays, which checkpoints can store."""
+    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 def reset_batch(env: Env, keys: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:
