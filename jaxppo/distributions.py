@@ -1,7 +1,7 @@
 """Action distributions: categorical (with an optional legal-action mask) and diagonal Gaussian.
 
 Each offers sample, log_prob, entropy and mode with the batch shape of its parameters; `sample_from(noise)` takes
-pre-drawn noise, so a rollout can draw all of its randomness before the time loop (`action_noise`).
+pre-drawn noise, so a rollout can draw all of its randomness before the time loop (`noise_from_bits`).
 """
 
 from __future__ import annotations
@@ -101,8 +101,16 @@ class DiagGaussian(NamedTuple):
 Distribution = Categorical | DiagGaussian
 
 
-def action_noise(continuous: bool, key: jax.Array, num_outputs: int) -> jax.Array:
-    """float32 [num_outputs] noise for one action: Gumbel (categorical) or standard normal (Gaussian)."""
+def open_unit_interval(bits: jax.Array) -> jax.Array:
+    """float32 uniform in the open interval (0, 1) from uint32 random words: the top 23 bits, centred in their
+    cell ((k + 0.5) / 2^23), so neither 0 nor 1 can come out."""
+    return ((bits >> 9).astype(jnp.float32) + 0.5) * (1.0 / (1 << 23))
+
+
+def noise_from_bits(continuous: bool, bits: jax.Array) -> jax.Array:
+    """Action noise from uint32 random words [..., n]: standard Gumbel (categorical) or standard normal (Gaussian),
+    the same transforms as jax.random's, so a rollout can draw every random word it needs in one call."""
+    u = open_unit_interval(bits)
     if continuous:
-        return jax.random.normal(key, (num_outputs,), jnp.float32)
-    return jax.random.gumbel(key, (num_outputs,), jnp.float32)
+        return jnp.sqrt(2.0) * jax.scipy.special.erfinv(2.0 * u - 1.0)
+    return -jnp.log(-jnp.log(u))

@@ -30,6 +30,8 @@ Carry = Any
 
 
 def _dense(features: int, gain: float, name: str | None = None) -> nn.Dense:
+    """A dense layer whose kernel init_params makes orthogonal with `gain` (see KERNEL_RULES); the module's own
+    initialiser (the same rule) only matters when the module is initialised directly with flax's init."""
     return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain), bias_init=nn.initializers.zeros,
                     name=name)
 
@@ -167,12 +169,72 @@ def _init_one(network: ActorCritic, spec: EnvSpec, key: jax.Array):
     return network.init(key, network.initial_carry(1), obs, jnp.ones((1, 1), bool))
 
 
+SQRT2 = math.sqrt(2.0)
+
+
+def kernel_rule(path: tuple[str, ...]) -> tuple[str, float]:
+    """How init_params fills the parameter at path (names below "params"): (kind, gain) with kind one of
+    orthogonal, blocks (side-by-side orthogonal squares, the GRU's recurrent kernel), lecun (normal with variance
+    1 / fan_in), zeros, log_std (the configured constant)."""
+    name = path[-1]
+    if name == "log_std":
+        return "log_std", 0.0
+    if name in ("bias", "recurrent_bias_n"):
+        return "zeros", 0.0
+    if path[0] == "actor_head":
+        return "orthogonal", 0.01
+    if path[0] == "critic_head":
+        return "orthogonal", 1.0
+    if path[0].endswith("_core"):
+        return ("blocks", 1.0) if name == "recurrent_kernel" else ("lecun", 1.0)
+    return "orthogonal", SQRT2  # torso layers (dense and the patch convolution)
+
+
+def _orthogonal(normal: jax.Array, shape: tuple[int, int], gain: float) -> jax.Array:
+    """An orthogonal [n, m] matrix with norm-`gain` rows or columns from standard normals [n * m] (QR with the sign
+    of R's diagonal, as flax's orthogonal initialiser)."""
+    n, m = shape
+    q, r = jnp.linalg.qr(normal.reshape(max(n, m), min(n, m)))
+    q = q * jnp.sign(jnp.diag(r))
+    return gain * (q if n >= m else q.T)
+
+
+def _draw_params(network: ActorCritic, spec: EnvSpec, key: jax.Array):
+    shapes = jax.eval_shape(lambda k: _init_one(network, spec, k), jax.random.key(0))
+    leaves, tree = jax.tree_util.tree_flatten_with_path(shapes)
+    names = [tuple(str(getattr(k, "key", k)) for k in path)[1:] for path, _ in leaves]
+    rules = [kernel_rule(name) for name in names]
+    total = sum(math.prod(leaf.shape) for (_, leaf), (kind, _) in zip(leaves, rules)
+                if kind in ("orthogonal", "blocks", "lecun"))
+    normal = jax.random.normal(key, (max(total, 1),), jnp.float32)  # every random number at once
+    values, offset = [], 0
+    for (_, leaf), (kind, gain) in zip(leaves, rules):
+        size = math.prod(leaf.shape)
+        chunk = normal[offset:offset + size]
+        if kind == "orthogonal":
+            values.append(_orthogonal(chunk, leaf.shape, gain))
+        elif kind == "blocks":
+            side = leaf.shape[0]
+            blocks = chunk.reshape(leaf.shape[1] // side, side * side)
+            values.append(jnp.concatenate([_orthogonal(b, (side, side), gain) for b in blocks], axis=1))
+        elif kind == "lecun":
+            values.append(chunk.reshape(leaf.shape) * jnp.sqrt(1.0 / leaf.shape[0]))
+        elif kind == "log_std":
+            values.append(jnp.full(leaf.shape, network.init_log_std, leaf.dtype))
+        else:
+            values.append(jnp.zeros(leaf.shape, leaf.dtype))
+        offset += size if kind in ("orthogonal", "blocks", "lecun") else 0
+    return jax.tree_util.tree_unflatten(tree, values)
+
+
 def init_params(network: ActorCritic, spec: EnvSpec, key: jax.Array):
     """Network parameters from one key (the same key gives the same parameters on every device).
 
-    Under `jax.vmap` (seeds, sweeps) the keys are initialised one after another: the orthogonal initialiser's QR
-    decompositions then stay unbatched. jaxlib 0.10's batched LAPACK kernels block an XLA:CPU worker thread while
-    waiting for work queued on the same pool, which deadlocks a vmapped program (see docs/cpu-lapack-hang.md).
+    Every random number comes from ONE normal draw, sliced per matrix, then made orthogonal by a QR per matrix
+    (kernel_rule says which gain): one random-number kernel instead of one per layer keeps compilation short.
+    Under `jax.vmap` (seeds, sweeps) the keys are initialised one after another, so the QR decompositions stay
+    unbatched: jaxlib 0.10's batched LAPACK kernels block an XLA:CPU worker thread while waiting for work queued
+    on the same pool, which deadlocks a vmapped program (see docs/cpu-lapack-hang.md).
     """
-    init = jax.custom_batching.sequential_vmap(lambda k: _init_one(network, spec, k))
+    init = jax.custom_batching.sequential_vmap(lambda k: _draw_params(network, spec, k))
     return init(key)

@@ -1,8 +1,9 @@
 """Experience collection: one env step as a pure function, and a rollout as `lax.scan` over time.
 
-All randomness of a rollout is drawn before the time loop, in one vectorised pass: environment e at step t uses
-`fold_in(fold_in(key, t), env_id)`, a function of its *global* index alone, so environment e sees the same actions
-and transitions whichever device steps it, and a run on D devices collects the same experience as a run on one.
+All randomness of a rollout is drawn before the time loop, in one vectorised pass: environment e at step t draws
+its words from the counter (env_id, t) of the rollout key, a function of its *global* index alone, so environment
+e sees the same actions and transitions whichever device steps it, and a run on D devices collects the same
+experience as a run on one.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from flax import struct
 from jax import lax
 
 from jaxppo.agent import Agent, distribution, env_action, initial_carry, policy_input
-from jaxppo.distributions import action_noise
+from jaxppo.distributions import noise_from_bits
 from jaxppo.envs import reset_batch, step_batch
 from jaxppo.episodes import EpisodeStats, EpisodeTally, empty_tally, init_episode_stats, track_episodes
 from jaxppo.networks import Carry
 from jaxppo.normalizers import Normalizers, scale_reward
+from jaxppo.random_words import words
 
 
 @struct.dataclass
@@ -53,18 +55,22 @@ class Transition:
     invalid_masks: jax.Array | None  # float32 [T]: environments whose mask allowed no action (masks only)
 
 
-def env_keys(key: jax.Array, num_steps: int, env_ids: jax.Array) -> jax.Array:
-    """Keys [T, B]: entry (t, e) = fold_in(fold_in(key, t), env_ids[e]), a function of the global env index."""
-    per_step = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, jnp.arange(num_steps))
-    return jax.vmap(jax.vmap(jax.random.fold_in, in_axes=(None, 0)), in_axes=(0, None))(per_step, env_ids)
-
-
 def rollout_randomness(agent: Agent, key: jax.Array, num_steps: int,
                        env_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """All randomness of a rollout at once: (action noise float32 [T, B, A or D], env step keys [T, B])."""
-    keys = env_keys(key, num_steps, env_ids)
-    act_keys, step_keys = jnp.moveaxis(jax.vmap(jax.vmap(jax.random.split))(keys), 2, 0)
-    noise = jax.vmap(jax.vmap(lambda k: action_noise(agent.spec.continuous, k, agent.spec.num_actions)))(act_keys)
+    """All randomness of a rollout at once: (action noise float32 [T, B, A or D], env step keys [T, B]).
+
+    Environment e at step t draws its words from the counter (e, t) of the rollout key (jaxppo.random_words): the
+    action noise and the raw data of the key its env step uses. One threefry evaluation for the whole rollout,
+    whatever T, B and the action size, which also keeps compilation short.
+    """
+    impl = jax.random.key_impl(key)
+    key_words = jax.random.key_data(key).shape[-1]
+    num_outputs = agent.spec.num_actions
+    counters = (env_ids.astype(jnp.uint32)[None, :] * jnp.uint32(num_steps)
+                + jnp.arange(num_steps, dtype=jnp.uint32)[:, None])  # [T, B]: unique (env, step) pairs
+    drawn = words(key, counters, num_outputs + key_words)  # [T, B, A + key words]
+    noise = noise_from_bits(agent.spec.continuous, drawn[..., :num_outputs])
+    step_keys = jax.random.wrap_key_data(drawn[..., num_outputs:], impl=impl)
     return noise, step_keys
 
 
@@ -136,7 +142,7 @@ def rollout(agent: Agent, params, carry: EnvCarry, key: jax.Array, env_ids: jax.
     """Collect num_steps (default config.num_steps) steps from B environments with fixed params and statistics.
 
     Args:
-      key: one key for the whole rollout (see env_keys).
+      key: one key for the whole rollout (see rollout_randomness).
       env_ids: int32 [B] global indices of the local environments.
       gamma: discount of the running return that reward scaling divides by.
     Returns:

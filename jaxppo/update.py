@@ -31,6 +31,7 @@ from jaxppo.agent import Agent, distribution
 from jaxppo.collectives import Moments, combine_moments, local_moments, pmean_flat
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.losses import LossFn, LossInputs
+from jaxppo.random_words import counter_words
 
 
 @struct.dataclass
@@ -81,59 +82,62 @@ def shuffle_group_size(num_steps: int, num_minibatches: int) -> int:
     return num_minibatches // math.gcd(num_minibatches, num_steps)
 
 
-def random_permutation(key: jax.Array, n: int) -> jax.Array:
-    """int32 [n]: a random permutation of range(n), by ONE sort of single 32-bit words: random high bits with the
-    index in the low ceil(log2 n) bits. Equal random parts (probability about n^2 / 2^(33 - log2 n)) keep index
-    order. XLA:CPU sorts one operand 3-4x faster than the key-value sorts of argsort / jax.random.permutation.
-    """
+def random_permutation(words: jax.Array) -> jax.Array:
+    """int32 [..., n]: random permutations of range(n) from random uint32 words [..., n], by ONE sort of single
+    32-bit words: random high bits with the index in the low ceil(log2 n) bits (equal random parts, of probability
+    about n^2 / 2^(33 - log2 n), keep index order). XLA:CPU sorts one operand 3-4x faster than the key-value sorts
+    of argsort or jax.random.permutation."""
+    n = words.shape[-1]
     index_bits = max(1, (n - 1).bit_length())
-    if index_bits > 24:
-        return jax.random.permutation(key, n).astype(jnp.int32)
-    packed = (jax.random.bits(key, (n,), jnp.uint32) << index_bits) | jnp.arange(n, dtype=jnp.uint32)
-    return (jnp.sort(packed) & jnp.uint32((1 << index_bits) - 1)).astype(jnp.int32)
+    if index_bits > 24:  # too few random bits would be left: sort the words with the indices instead
+        return jnp.argsort(words, axis=-1, stable=True).astype(jnp.int32)
+    packed = (words << index_bits) | jnp.arange(n, dtype=jnp.uint32)
+    return (jnp.sort(packed, axis=-1) & jnp.uint32((1 << index_bits) - 1)).astype(jnp.int32)
 
 
-def sample_minibatches(key: jax.Array, num_local_envs: int, num_steps: int, num_minibatches: int,
+def group_permutations(key: jax.Array, epochs: jax.Array, group_ids: jax.Array, n: int) -> jax.Array:
+    """int32 [E, G, n]: a permutation of range(n) for every epoch and group, from the counters (group id, epoch)
+    of key alone: the same for a group whichever device holds it (one threefry evaluation for all of them)."""
+    pairs = (n + 1) // 2
+    lo = epochs.astype(jnp.uint32)[:, None, None] * jnp.uint32(pairs) + jnp.arange(pairs, dtype=jnp.uint32)
+    drawn = counter_words(key, group_ids.astype(jnp.uint32)[None, :, None], lo)  # [E, G, pairs, 2]
+    return random_permutation(drawn.reshape(drawn.shape[:2] + (2 * pairs,))[..., :n])
+
+
+def sample_minibatches(key: jax.Array, epochs: jax.Array, num_local_envs: int, num_steps: int, num_minibatches: int,
                        first_env: jax.Array | int) -> jax.Array:
-    """Shuffled minibatches of this device's [B_local * T] samples (laid out env-major: index = env * T + t).
-
-    See the module docstring for the layout. Args: key: epoch key (replicated); first_env: global index of this
-    device's first environment. Returns int32 [M, B_local * T / M] local sample indices.
-    """
+    """Shuffled minibatches of this device's [B_local * T] samples (laid out env-major: index = env * T + t) for
+    every epoch in `epochs` (int32 [E]). See the module docstring for the layout. first_env: global index of this
+    device's first environment. Returns int32 [E, M, B_local * T / M] local sample indices."""
     g = shuffle_group_size(num_steps, num_minibatches)
     num_groups = num_local_envs // g
     group_samples = g * num_steps
     group_ids = first_env // g + jnp.arange(num_groups)
-    perms = jax.vmap(lambda gid: random_permutation(jax.random.fold_in(key, gid), group_samples))(group_ids)
+    perms = group_permutations(key, epochs, group_ids, group_samples)  # [E, G, g*T]
     indices = perms + (jnp.arange(num_groups) * group_samples)[:, None]
-    indices = indices.reshape(num_groups, num_minibatches, group_samples // num_minibatches)
-    return jnp.transpose(indices, (1, 0, 2)).reshape(num_minibatches, -1)
+    indices = indices.reshape(epochs.shape[0], num_groups, num_minibatches, group_samples // num_minibatches)
+    return jnp.transpose(indices, (0, 2, 1, 3)).reshape(epochs.shape[0], num_minibatches, -1)
 
 
-def sequence_minibatches(key: jax.Array, num_local_envs: int, num_minibatches: int,
+def sequence_minibatches(key: jax.Array, epochs: jax.Array, num_local_envs: int, num_minibatches: int,
                          first_env: jax.Array | int) -> jax.Array:
-    """Shuffled minibatches of this device's environments (whole sequences): int32 [M, B_local / M] local env
-    indices. Groups of M consecutive global environments are permuted with their group's key; minibatch m takes
-    the m-th environment of every group (the same global sets on any number of devices)."""
+    """Shuffled minibatches of this device's environments (whole sequences) for every epoch: int32 [E, M, B_local /
+    M] local env indices. Groups of M consecutive global environments are permuted with their group's counters;
+    minibatch m takes the m-th environment of every group (the same global sets on any number of devices)."""
     num_groups = num_local_envs // num_minibatches
     group_ids = first_env // num_minibatches + jnp.arange(num_groups)
-    perms = jax.vmap(lambda gid: random_permutation(jax.random.fold_in(key, gid), num_minibatches))(group_ids)
+    perms = group_permutations(key, epochs, group_ids, num_minibatches)  # [E, G, M]
     indices = perms + (jnp.arange(num_groups) * num_minibatches)[:, None]
-    return indices.T
+    return jnp.swapaxes(indices, 1, 2)
 
 
 def epoch_minibatches(config: PPOConfig, key: jax.Array, num_local_envs: int, first_env: jax.Array | int
                       ) -> jax.Array:
-    """Minibatch indices of every epoch: int32 [E, M, n] (samples, or environments with memory); epoch k shuffles
-    with fold_in(key, k)."""
-
-    def one_epoch(epoch):
-        epoch_key = jax.random.fold_in(key, epoch)
-        if config.recurrent:
-            return sequence_minibatches(epoch_key, num_local_envs, config.num_minibatches, first_env)
-        return sample_minibatches(epoch_key, num_local_envs, config.num_steps, config.num_minibatches, first_env)
-
-    return jax.vmap(one_epoch)(jnp.arange(config.num_epochs))
+    """Minibatch indices of every epoch: int32 [E, M, n] (samples, or environments with memory)."""
+    epochs = jnp.arange(config.num_epochs)
+    if config.recurrent:
+        return sequence_minibatches(key, epochs, num_local_envs, config.num_minibatches, first_env)
+    return sample_minibatches(key, epochs, num_local_envs, config.num_steps, config.num_minibatches, first_env)
 
 
 def layout_batch(config: PPOConfig, batch: LossInputs) -> LossInputs:

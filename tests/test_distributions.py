@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.distributions import Categorical, DiagGaussian, action_noise
+from jaxppo.distributions import Categorical, DiagGaussian
 
 LOG_2PI = np.log(2.0 * np.pi)
 
@@ -144,4 +144,3 @@ def test_pre_drawn_noise_gives_the_same_samples_as_a_key():
     np.testing.assert_array_equal(dist.sample(key), dist.sample_from(dist.noise(key)))
     gauss = DiagGaussian(jax.random.normal(key, (7, 2)), jnp.full((7, 2), -0.3))
     np.testing.assert_array_equal(gauss.sample(key), gauss.sample_from(gauss.noise(key)))
-    assert action_noise(False, key, 4).shape == (4,) and action_noise(True, key, 2).shape == (2,)

@@ -12,7 +12,7 @@ import jaxppo
 from jaxppo.agent import make_agent, policy_input
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, RunningMoments, init_moments, init_normalizers
-from jaxppo.rollout import env_keys, next_values, reset_envs, rollout
+from jaxppo.rollout import next_values, reset_envs, rollout, rollout_randomness
 from tests import probe_envs
 
 
@@ -79,10 +79,28 @@ def test_randomness_depends_on_the_global_env_index_only():
     two_envs = rollout(agent, params, reset_envs(agent, jax.random.key(1), upper), key, upper,
                        init_normalizers((4,)), 0.99)[1]
     chex.assert_trees_all_close(jax.tree.map(lambda x: x[:, 2:], all_envs), two_envs, rtol=1e-6, atol=1e-7)
-    keys = env_keys(key, 3, ids)
-    assert keys.shape == (3, 4)
-    np.testing.assert_array_equal(jax.random.key_data(keys[1, 2]),
-                                  jax.random.key_data(jax.random.fold_in(jax.random.fold_in(key, 1), 2)))
+    noise, keys = rollout_randomness(agent, key, 3, ids)
+    assert noise.shape == (3, 4, 2) and keys.shape == (3, 4)
+    noise_23, keys_23 = rollout_randomness(agent, key, 3, ids[2:])
+    np.testing.assert_array_equal(noise[:, 2:], noise_23)
+    np.testing.assert_array_equal(jax.random.key_data(keys[:, 2:]), jax.random.key_data(keys_23))
+    assert len({tuple(np.asarray(jax.random.key_data(k))) for k in keys.ravel()}) == 12  # all distinct
+
+
+def test_action_noise_from_random_words_has_the_right_distribution():
+    from jaxppo.distributions import noise_from_bits, open_unit_interval
+
+    bits = jax.random.bits(jax.random.key(0), (200_000,), jnp.uint32)
+    u = np.asarray(open_unit_interval(bits))
+    assert u.min() > 0.0 and u.max() < 1.0
+    gumbel = np.asarray(noise_from_bits(False, bits))
+    normal = np.asarray(noise_from_bits(True, bits))
+    # Standard Gumbel: mean = Euler's gamma 0.5772, variance pi^2 / 6 = 1.645; standard normal: 0 and 1.
+    np.testing.assert_allclose([gumbel.mean(), gumbel.var()], [0.5772, 1.6449], atol=0.02)
+    np.testing.assert_allclose([normal.mean(), normal.var()], [0.0, 1.0], atol=0.01)
+    assert np.all(np.isfinite(gumbel)) and np.all(np.isfinite(normal))
+    extremes = np.asarray(noise_from_bits(False, jnp.array([0, 2**32 - 1], jnp.uint32)))
+    assert np.all(np.isfinite(extremes))
 
 
 def test_observations_are_normalised_only_for_the_network():

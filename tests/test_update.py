@@ -12,17 +12,21 @@ from jax.flatten_util import ravel_pytree
 
 import jaxppo
 from jaxppo.config import HParams
-from jaxppo.update import (annealed_lr, apply_gradient, init_optimizer_state, random_permutation, sample_minibatches,
-                           sequence_minibatches)
+from jaxppo.update import (annealed_lr, apply_gradient, epoch_minibatches, init_optimizer_state, random_permutation,
+                           sample_minibatches, sequence_minibatches)
+
+
+def _words(key, shape):
+    return jax.random.bits(key, shape, jnp.uint32)
 
 
 def test_random_permutation_is_a_permutation_and_mixes():
     for n in (1, 2, 5, 512, 1000):
-        perm = np.asarray(random_permutation(jax.random.key(n), n))
+        perm = np.asarray(random_permutation(_words(jax.random.key(n), (n,))))
         np.testing.assert_array_equal(np.sort(perm), np.arange(n))
-    # Position of element 0 over many keys is about uniform (chi-square over 8 positions).
+    # Position of element 0 over many draws is about uniform (chi-square over 8 positions).
     n, draws = 8, 4000
-    perms = np.asarray(jax.vmap(lambda k: random_permutation(k, n))(jax.random.split(jax.random.key(0), draws)))
+    perms = np.asarray(random_permutation(_words(jax.random.key(0), (draws, n))))
     counts = np.bincount(np.argmax(perms == 0, axis=1), minlength=n)
     chi2 = np.sum((counts - draws / n) ** 2 / (draws / n))
     assert chi2 < 30, counts  # 7 degrees of freedom: p(chi2 > 30) < 1e-4
@@ -34,7 +38,8 @@ def _global_sets(num_envs, num_steps, num_minibatches, num_devices, key):
     sets = [set() for _ in range(num_minibatches)]
     for device in range(num_devices):
         first_env = device * per_device
-        indices = np.asarray(sample_minibatches(key, per_device, num_steps, num_minibatches, first_env))
+        indices = np.asarray(sample_minibatches(key, jnp.arange(1), per_device, num_steps, num_minibatches,
+                                                first_env))[0]
         assert indices.shape == (num_minibatches, per_device * num_steps // num_minibatches)
         for m, row in enumerate(indices):
             sets[m] |= {(first_env + i // num_steps, i % num_steps) for i in row}
@@ -68,7 +73,8 @@ def test_sequence_minibatches_hold_whole_environments_the_same_on_any_device_cou
         per_device = num_envs // devices
         result = [set() for _ in range(num_minibatches)]
         for device in range(devices):
-            rows = np.asarray(sequence_minibatches(key, per_device, num_minibatches, device * per_device))
+            rows = np.asarray(sequence_minibatches(key, jnp.arange(1), per_device, num_minibatches,
+                                                   device * per_device))[0]
             for m, row in enumerate(rows):
                 result[m] |= {device * per_device + int(e) for e in row}
         return result
@@ -103,3 +109,12 @@ def test_annealing_is_linear_and_the_last_update_uses_lr_over_n():
     np.testing.assert_allclose(lrs, [1.0, 0.75, 0.5, 0.25], rtol=1e-6)  # update u of N=4: 1 - u/4; last: 1/N
     constant = jaxppo.PPOConfig(total_timesteps=512 * 4, anneal_lr=False)
     assert float(annealed_lr(constant, jnp.float32(1.0), jnp.int32(3))) == 1.0
+
+
+def test_epochs_shuffle_differently():
+    config = jaxppo.PPOConfig(num_envs=4, num_steps=16, num_epochs=3, num_minibatches=2)
+    indices = np.asarray(epoch_minibatches(config, jax.random.key(0), 4, 0))
+    assert indices.shape == (3, 2, 32)
+    for epoch in indices:
+        np.testing.assert_array_equal(np.sort(epoch.ravel()), np.arange(64))
+    assert not np.array_equal(indices[0], indices[1]) and not np.array_equal(indices[1], indices[2])
