@@ -92,6 +92,21 @@ def _single_step(agent: Agent, params, carry: Carry, obs: jax.Array, first: jax.
     return carry, out[0], value[0]
 
 
+def _forward(agent: Agent, params, obs: jax.Array, normalizers: Normalizers | None, carry: Carry,
+             first: jax.Array | None):
+    """(carry, policy output [..., A or D], values [...]) for obs: any leading axes without memory; one step of a
+    batch [B, *obs] with memory (carry None: fresh episodes)."""
+    x = policy_input(agent.config, obs, normalizers)
+    if agent.config.recurrent:
+        batch = x.shape[0]
+        if carry is None:
+            carry, first = initial_carry(agent, batch), jnp.ones((batch,), bool)
+        return _single_step(agent, params, carry, x, first)
+    lead = x.shape[: x.ndim - len(agent.spec.obs_shape)]
+    _, out, v = _single_step(agent, params, (), x.reshape((-1,) + agent.spec.obs_shape), None)
+    return (), out.reshape(lead + out.shape[-1:]), v.reshape(lead)
+
+
 def initial_carry(agent: Agent, batch_size: int) -> Carry:
     """The network carry at an episode start for batch_size environments (() without memory)."""
     return agent.network.initial_carry(batch_size)
@@ -112,17 +127,7 @@ def make_policy(config: PPOConfig, env: Any = None, env_params: Any = None) -> C
 
     def act(params, obs: jax.Array, key: jax.Array | None = None, normalizers: Normalizers | None = None,
             action_mask: jax.Array | None = None, carry: Carry = None, first: jax.Array | None = None):
-        x = policy_input(config, obs, normalizers)
-        if config.recurrent:
-            batch = x.shape[0]
-            if carry is None:
-                carry, first = initial_carry(agent, batch), jnp.ones((batch,), bool)
-            carry, out, _ = _single_step(agent, params, carry, x, first)
-        else:
-            lead = x.shape[: x.ndim - len(agent.spec.obs_shape)]
-            flat = x.reshape((-1,) + agent.spec.obs_shape)
-            _, out, _ = _single_step(agent, params, (), flat, None)
-            out = out.reshape(lead + out.shape[-1:])
+        carry, out, _ = _forward(agent, params, obs, normalizers, carry, first)
         dist = distribution(agent, params, out, action_mask)
         action = env_action(agent.spec, dist.mode() if key is None else dist.sample(key))
         return (action, carry) if config.recurrent else action
@@ -139,15 +144,7 @@ def make_value_fn(config: PPOConfig, env: Any = None, env_params: Any = None) ->
 
     def value(params, obs: jax.Array, normalizers: Normalizers | None = None, carry: Carry = None,
               first: jax.Array | None = None):
-        x = policy_input(config, obs, normalizers)
-        if config.recurrent:
-            batch = x.shape[0]
-            if carry is None:
-                carry, first = initial_carry(agent, batch), jnp.ones((batch,), bool)
-            carry, _, v = _single_step(agent, params, carry, x, first)
-            return v, carry
-        lead = x.shape[: x.ndim - len(agent.spec.obs_shape)]
-        _, _, v = _single_step(agent, params, (), x.reshape((-1,) + agent.spec.obs_shape), None)
-        return v.reshape(lead)
+        carry, _, v = _forward(agent, params, obs, normalizers, carry, first)
+        return (v, carry) if config.recurrent else v
 
     return value

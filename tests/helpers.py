@@ -96,3 +96,15 @@ def fold_obs_normalisation(params, moments):
         layer["bias"] = (layer["bias"] - (mean / scale) @ kernel).astype(np.float32)
         layer["kernel"] = (kernel / scale[:, None]).astype(np.float32)
     return folded
+
+
+def wait_for(path, timeout: float = 120.0, interval: float = 0.1) -> bool:
+    """Poll until path exists (a subprocess got that far); True if it does within timeout seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(interval)
+    return path.exists()

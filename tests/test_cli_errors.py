@@ -131,9 +131,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_a_resume_line(tmp_path):
                              "--num-minibatches", "2", "--total-timesteps", str(64 * 4000), "--chunk-updates", "20",
                              "--out", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (run / "metrics.csv").exists():
-            time.sleep(0.1)
+        assert helpers.wait_for(run / "metrics.csv")
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=120)
     finally:

@@ -26,6 +26,7 @@ from jaxppo.config import HParams
 from jaxppo.losses import ppo_loss
 from jaxppo.networks import init_params
 from jaxppo.update import init_optimizer_state, make_evaluate, minibatch_step
+from tests import helpers
 from tests.helpers import SHORT_RUN, random_minibatch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,10 +244,7 @@ def test_killed_peer_makes_survivor_fail_within_timeout(tmp_path):
     procs = [subprocess.Popen(command + ["--process-id", str(i)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "config.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert (out / "config.json").exists(), "process 0 never started"
+        assert helpers.wait_for(out / "config.json"), "process 0 never started"
         time.sleep(4)  # let training run (compile + a few updates)
         assert procs[0].poll() is None, procs[0].communicate()[0]
         procs[1].send_signal(signal.SIGKILL)

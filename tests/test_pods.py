@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import chex
@@ -117,9 +116,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
     #    checkpoint is written, both exit 0 saying how to resume.
     procs = _train_processes([*LONG_RUN, "--out", str(run)], 2, 2, _free_port())
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (run / "metrics.csv").exists():
-            time.sleep(0.1)
+        assert helpers.wait_for(run / "metrics.csv")
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
         results = [proc.communicate(timeout=120) for proc in procs]
@@ -158,9 +155,7 @@ def test_sigterm_on_one_process_checkpoints_and_exits_zero(tmp_path):
     run = tmp_path / "run"
     (proc,) = _train_processes([*LONG_RUN, "--out", str(run)], 1, 1, 0)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not (run / "metrics.csv").exists():
-            time.sleep(0.1)
+        assert helpers.wait_for(run / "metrics.csv")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:

@@ -19,7 +19,6 @@ initial state): where an episode ends, the state is replaced by `env.reset(step 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import io
 import warnings
 from typing import Any, Iterator
@@ -28,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 """Physics pipelines a brax PipelineEnv accepts (brax/envs/base.py)."""
@@ -115,15 +114,7 @@ class BraxEnv:
 def parse_name(name: str) -> tuple[str, str | None]:
     """('ant', 'positional') for 'ant@positional'; ('ant', None) for 'ant'. KeyError for unknown names/backends."""
     env_name, _, backend = name.partition("@")
-    known = registered_ids()
-    if env_name not in known:
-        lowered = {k.lower(): k for k in known}
-        if env_name.lower() in lowered:
-            env_name = lowered[env_name.lower()]
-        else:
-            close = difflib.get_close_matches(env_name, known, n=4, cutoff=0.4)
-            hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
-            raise KeyError(f"not a registered brax environment; {hint}")
+    env_name = resolve_name(env_name, registered_ids(), "brax")
     if backend and backend not in BACKENDS:
         raise KeyError(f"unknown brax backend {backend!r}; use one of {', '.join(BACKENDS)} after '@' "
                        f"(e.g. brax/{env_name}@positional), or no '@' for the environment's default")

@@ -16,14 +16,13 @@ terminated`: an episode that dies on its last allowed step is terminated. Crafta
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
 
 IDS = ("Craftax-Classic-Pixels-v1", "Craftax-Classic-Symbolic-v1", "Craftax-Pixels-v1", "Craftax-Symbolic-v1")
 """The ids craftax.craftax_env.make_craftax_env_from_name accepts (without their -AutoReset aliases)."""
@@ -71,20 +70,8 @@ class CraftaxEnv:
                                truncated=done & ~terminated, final_obs=final_obs)
 
 
-def resolve_id(name: str) -> str:
-    """The Craftax id for name (exact, else case-insensitive); KeyError naming close matches."""
-    if name in IDS:
-        return name
-    lowered = {k.lower(): k for k in IDS}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    close = difflib.get_close_matches(name, IDS, n=4, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(IDS)}"
-    raise KeyError(f"not a Craftax environment; {hint}")
-
-
 def make(name: str) -> CraftaxEnv:
     """The adapter of a Craftax id with the environment's default parameters."""
     from craftax.craftax_env import make_craftax_env_from_name
 
-    return CraftaxEnv(make_craftax_env_from_name(resolve_id(name), auto_reset=False))
+    return CraftaxEnv(make_craftax_env_from_name(resolve_name(name, list(IDS), "Craftax"), auto_reset=False))

@@ -24,7 +24,6 @@ max_steps=...).
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, Callable
 
@@ -32,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key
+from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
 
 MAX_JOINT_ACTIONS = 16_384
 """Largest joint action space a multi-dimensional discrete action is flattened into."""
@@ -192,22 +191,9 @@ class JumanjiEnv:
         )
 
 
-def resolve_id(name: str) -> str:
-    """The registered id for name (exact, else case-insensitive); KeyError naming close matches."""
-    known = registered_ids()
-    if name in known:
-        return name
-    lowered = {k.lower(): k for k in known}
-    if name.lower() in lowered:
-        return lowered[name.lower()]
-    close = difflib.get_close_matches(name, known, n=4, cutoff=0.4)
-    hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
-    raise KeyError(f"not a registered jumanji environment; {hint}")
-
-
 def make(name: str) -> JumanjiEnv:
     """The adapter of a registered Jumanji id with its registered settings."""
     import jumanji
 
-    env_id = resolve_id(name)
+    env_id = resolve_name(name, registered_ids(), "jumanji")
     return JumanjiEnv(jumanji.make(env_id), env_id)

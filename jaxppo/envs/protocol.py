@@ -13,6 +13,7 @@ HxWxC image); environments with illegal actions report a boolean mask of the leg
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -56,6 +57,19 @@ class Env(Protocol):
     def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
         """Advance one step with auto-reset; action is an env action (int32 [] or float32 [*action_shape])."""
         ...
+
+
+def resolve_name(name: str, known: list[str], suite: str) -> str:
+    """The registered name for name: exact, else case-insensitive; KeyError naming close matches (adapters'
+    `make` raise it; the registry turns it into a one-line ValueError)."""
+    if name in known:
+        return name
+    lowered = {k.lower(): k for k in known}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    close = difflib.get_close_matches(name, known, n=4, cutoff=0.4)
+    hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
+    raise KeyError(f"not a registered {suite} environment; {hint}")
 
 
 def raw_key_data(key: jax.Array) -> jax.Array:
