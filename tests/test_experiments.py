@@ -265,3 +265,11 @@ def test_run_all_calls_every_script_with_flags_it_accepts(tmp_path):
                 load(name).parse_args(argv)  # a flag it does not know exits with code 2
     assert scripts == {"benchmark", "convergence", "stability", "scaling", "scaling_runs", "returns_table",
                        "pendulum_ceiling"}
+
+
+def test_checkpoint_timing_of_the_pod_scaling_script():
+    rows = load("pod_scaling").checkpoint_times([8, 32], repeats=1)
+    assert [r["num_envs"] for r in rows] == [8, 32]
+    # The state grows with the environments (400 observation values each, plus env state): 4x the envs, more MB.
+    assert rows[1]["state_mb"] > rows[0]["state_mb"] > 0
+    assert all(r["save_seconds"] > 0 and r["restore_seconds"] > 0 for r in rows)
