@@ -34,6 +34,7 @@ from jaxppo.config import HParams, PPOConfig
 from jaxppo.footprint import check_fits
 from jaxppo.loggers import log_metrics_history, make_seed_loggers
 from jaxppo.progress import ProgressPrinter
+from jaxppo.losses import LossFn, ppo_loss
 from jaxppo.train import ProgressFn, make_train_parts
 
 DEFAULT_CHUNKS = 20
@@ -106,11 +107,11 @@ class ChunkedRun:
     """One compiled init and one compiled chunk program for num_seeds seeds (seed axis leading)."""
 
     def __init__(self, config: PPOConfig, num_seeds: int, chunk_updates: int, progress_fn: ProgressFn | None = None,
-                 check_replicas: bool = False, env: Any = None, env_params: Any = None):
+                 check_replicas: bool = False, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss):
         self.config = config
         self.num_seeds = num_seeds
         self.chunk_updates = chunk_updates
-        self.parts = make_train_parts(config, env, env_params, progress_fn=progress_fn,
+        self.parts = make_train_parts(config, env, env_params, loss_fn=loss_fn, progress_fn=progress_fn,
                                       check_replicas=check_replicas)
         self.hparams = HParams.from_config(config)
         self.compile_seconds = 0.0
@@ -271,7 +272,7 @@ class _Run:
     """One call of a run: the pieces the chunk loop needs."""
 
     def __init__(self, config: PPOConfig, out: Path, options: RunOptions, quiet: bool, stream: TextIO,
-                 env: Any = None, env_params: Any = None):
+                 env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss):
         self.config, self.out, self.options, self.stream = config, out, options, stream
         agree_on_settings(config, options)
         self.lead = jax.process_index() == 0
@@ -279,7 +280,8 @@ class _Run:
         self.chunk = chunk_length(config, options)
         printer = None if quiet or not self.lead else ProgressPrinter(
             config.num_updates, config.batch_size, num_seeds=options.num_seeds, stream=stream)
-        self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer, options.check_sync, env, env_params)
+        self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer, options.check_sync, env, env_params,
+                                 loss_fn)
         check_fits(config, self.runner.parts.agent.spec, options.num_seeds, config.num_devices,
                    jax.local_devices()[0])
         self.store = None
@@ -448,8 +450,11 @@ def _execute(run: _Run, state, done: int, history: list, stop_after: int | None)
 
 def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), *, overwrite: bool = False,
               stop_after_updates: int | None = None, quiet: bool = False, stream: TextIO | None = None,
-              env: Any = None, env_params: Any = None) -> RunResult:
+              env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss) -> RunResult:
     """Train config for options.num_seeds seeds, writing the run folder `out` (see the module docstring).
+
+    env/env_params: an environment instance for config.env (else built from the id); loss_fn: the loss of the
+    update (jaxppo.losses.LossFn; its metrics pytree becomes metrics.csv columns named by path).
 
     Raises ValueError (bad options, config, folder or layout: before anything is removed or written),
     RunStopped (the run failed; earlier checkpoints kept).
@@ -464,7 +469,7 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
     out = Path(out)
     if jax.process_index() == 0:
         run_folder.check_new_run(out, "train", overwrite)
-    run = _Run(config, out, options, quiet, stream, env, env_params)  # builds the agent: env and layout checks
+    run = _Run(config, out, options, quiet, stream, env, env_params, loss_fn)  # builds the agent: env, layout
     with _lead_claim(out, overwrite) as lead:
         if lead:
             if config.rounding_note:
@@ -479,8 +484,10 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
 
 def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool = False,
                stream: TextIO | None = None, overrides: dict[str, Any] | None = None,
-               num_devices: int | None = None) -> RunResult:
+               num_devices: int | None = None, loss_fn: LossFn = ppo_loss) -> RunResult:
     """Continue the run in folder `out` from its newest intact checkpoint, with its saved config and options.
+
+    A run trained with a custom loss_fn must be resumed with the same loss_fn (it is code: the folder cannot hold it).
 
     overrides may change options that do not alter what is learned (tensorboard, wandb_*, eval_*,
     keep_checkpoints, checkpoint_every, chunk_updates, check_sync); anything else is refused. num_devices (per
@@ -521,7 +528,7 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
         print(f"{out}: the run has already finished ({config.num_updates} updates); nothing to resume",
               file=stream, flush=True)
         return RunResult(out, config, None, {}, config.num_updates, True, outputs.read_json(out / outputs.SUMMARY))
-    run = _Run(config, out, options, quiet, stream)
+    run = _Run(config, out, options, quiet, stream, loss_fn=loss_fn)
     with run_folder.run_lock(out) if run.lead else contextlib.nullcontext():
         state = run.initial_state()
         try:

@@ -5,6 +5,8 @@ Imported by tests as `from tests import helpers` (the repository root is on sys.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +14,7 @@ import numpy as np
 import jaxppo
 from jaxppo import cli
 from jaxppo.agent import make_agent
-from jaxppo.losses import LossInputs
+from jaxppo.losses import LossInputs, ppo_loss
 
 TINY_FLAGS = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--quiet"]
 """CLI flags of a tiny CartPole run (add --total-timesteps)."""
@@ -108,3 +110,16 @@ def wait_for(path, timeout: float = 120.0, interval: float = 0.1) -> bool:
             return True
         time.sleep(interval)
     return path.exists()
+
+
+def weight_l2(params) -> jax.Array:
+    """Sum of squares of every parameter."""
+    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def ppo_loss_with_weight_decay(params, batch, hp, config, evaluate):
+    """A custom loss for the loss seam: ppo_loss + 0.01 * ||params||^2, reporting the penalty as its own metric."""
+    loss, metrics = ppo_loss(params, batch, hp, config, evaluate)
+    l2 = weight_l2(params)
+    fields = {field.name: getattr(metrics, field.name) for field in dataclasses.fields(metrics)}
+    return loss + 0.01 * l2, {**fields, "weight_l2": l2}

@@ -270,7 +270,7 @@ def test_layout_invariance_with_observation_and_reward_normalisation(single_devi
 
 
 def test_unreachable_coordinator_fails_within_timeout(tmp_path):
-    port, timeout = _free_port(), 5  # nobody listens there: process 0 never comes
+    port, timeout = _free_port(), 3  # nobody listens there: process 0 never comes
     command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                "2", "--process-id", "1", "--timeout", str(timeout), "--out", str(tmp_path / "run")]
     start = time.monotonic()

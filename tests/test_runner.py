@@ -109,3 +109,12 @@ def test_stop_request_checkpoints_and_resume_continues(tmp_path):
     assert resumed.finished
     assert (tmp_path / "parted" / outputs.PARAMS).read_bytes() == (tmp_path / "whole" / outputs.PARAMS).read_bytes()
     del whole
+
+
+def test_a_custom_loss_runs_through_the_library_run_and_its_metrics_become_columns(tmp_path):
+    result = train_run(helpers.tiny_config(updates=3), tmp_path / "run", RunOptions(chunk_updates=2),
+                       stream=io.StringIO(), loss_fn=helpers.ppo_loss_with_weight_decay)
+    columns = outputs.read_metrics_csv(tmp_path / "run" / outputs.METRICS)
+    assert columns["weight_l2"].shape == (1, 3) and np.all(columns["weight_l2"] > 0)
+    np.testing.assert_array_equal(columns["weight_l2"], result.columns["weight_l2"])
+    assert "policy_loss" in columns and "total_loss" in columns

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,6 +12,7 @@ import pytest
 
 import jaxppo
 from jaxppo.config import HParams, stack_hparams
+from jaxppo.losses import ppo_loss
 from tests import helpers, probe_envs
 
 PROBE_KW = helpers.PROBE
@@ -226,3 +229,19 @@ def test_vmapped_training_does_not_hang_and_import_changes_no_process_state():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr[-2000:]
+
+
+def test_the_loss_is_a_parameter_of_the_update():
+    config = _short_config()
+    key = jax.random.key(0)
+    reference, ref_metrics = jax.jit(jaxppo.make_train(config))(key)
+    # Passing ppo_loss through the seam changes nothing, bit for bit.
+    same, same_metrics = jax.jit(jaxppo.make_train(config, loss_fn=lambda *args: ppo_loss(*args)))(key)
+    chex.assert_trees_all_equal(same.params, reference.params)
+    chex.assert_trees_all_equal(same_metrics.loss, ref_metrics.loss)
+    # A new term is trained on and reported: its metric has one value per update, and the weights shrink.
+    decayed, metrics = jax.jit(jaxppo.make_train(config, loss_fn=helpers.ppo_loss_with_weight_decay))(key)
+    assert set(metrics.loss) == {f.name for f in dataclasses.fields(ref_metrics.loss)} | {"weight_l2"}
+    assert metrics.loss["weight_l2"].shape == (config.num_updates,)
+    assert np.all(np.diff(np.asarray(metrics.loss["weight_l2"])) < 0)
+    assert float(helpers.weight_l2(decayed.params)) < float(helpers.weight_l2(reference.params))
