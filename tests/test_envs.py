@@ -50,6 +50,17 @@ def test_spec_of_discrete_continuous_and_image_envs():
     assert breakout.obs_shape == (10, 10, 4) and not breakout.has_action_mask
 
 
+def test_time_limit_stored_as_a_float_is_read_and_evaluation_runs_whole_episodes():
+    # gymnax's BernoulliBandit-misc stores max_steps_in_episode=100.0; it is still the time limit that evaluation
+    # runs to (it used to be dropped, and evaluating the preset then failed with "no time limit").
+    assert make_env("BernoulliBandit-misc").spec.max_episode_steps == 100
+    config = jaxppo.PPOConfig(env="BernoulliBandit-misc", num_envs=4, num_steps=8, total_timesteps=32,
+                              num_minibatches=1)
+    state, _ = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
+    result = jaxppo.evaluate_policy(config, state.params, jax.random.key(1), num_episodes=3)
+    np.testing.assert_array_equal(result.lengths, [100, 100, 100])
+
+
 def test_action_mask_method_is_reported_next_to_each_observation():
     env = make_env("custom", probe_envs.MaskedBestAction())
     assert env.spec.has_action_mask

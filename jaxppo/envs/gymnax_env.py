@@ -31,6 +31,16 @@ def is_gymnax_env(env: Any) -> bool:
     return all(hasattr(env, name) for name in ("reset", "step", "action_space", "observation_space"))
 
 
+def time_limit(env_params: Any) -> int | None:
+    """env_params.max_steps_in_episode as an int (some gymnax envs store it as a float, e.g. 100.0), or None."""
+    limit = getattr(env_params, "max_steps_in_episode", None)
+    try:
+        value = float(limit)
+    except (TypeError, ValueError):  # absent, or not a concrete number
+        return None
+    return int(value) if math.isfinite(value) and value >= 1 and value == int(value) else None
+
+
 def read_spec(env: Any, env_params: Any) -> EnvSpec:
     """Observation and action spaces of a gymnax environment (ValueError for unsupported spaces)."""
     from gymnax.environments import spaces
@@ -42,8 +52,7 @@ def read_spec(env: Any, env_params: Any) -> EnvSpec:
             "(vector or HxWxC image) observation"
         )
     obs_shape = tuple(int(d) for d in obs_space.shape)
-    limit = getattr(env_params, "max_steps_in_episode", None)
-    limit = int(limit) if isinstance(limit, (int, np.integer)) else None
+    limit = time_limit(env_params)
     action_space = env.action_space(env_params)
     if isinstance(action_space, spaces.Discrete):
         return EnvSpec(obs_shape, False, int(action_space.n), (), None, None,
