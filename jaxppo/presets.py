@@ -145,11 +145,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                                                 ent_coef=0.01, max_grad_norm=1.0, hidden_sizes=(512, 512, 512)),
     # ============================================================ end of environment suites
     # ================================================================ this project's environments (jaxppo/...)
-    # CartPole with the velocities hidden ([x, theta] only): a GRU infers them from successive observations. At 1M
-    # steps the GRU reaches 467 (4 seeds: 459-478) where the same network without memory stays at 50.
+    # CartPole with the velocities hidden ([x, theta] only): a GRU infers them from successive observations. No
+    # entropy bonus: with 0.01 the sampled policy peaked near 480 at 0.7M steps and fell back to ~410 by 2M (greedy
+    # 500 throughout). With 0 at 1M: 8 fresh seeds end at 461 +- 19 sampled, 499.4 greedy. Without memory: ~48.
     "jaxppo/cartpole-po-v1": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
-                                  total_timesteps=2_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
-                                  ent_coef=0.01, memory="gru", memory_size=128),
+                                  total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
+                                  ent_coef=0.0, memory="gru", memory_size=128),
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 

@@ -134,7 +134,8 @@ def test_masked_logits_get_no_gradient():
 
 def test_all_false_mask_stays_finite():
     dist = Categorical(jnp.array([[0.3, -0.2]]), jnp.array([[False, False]]))
-    assert np.isfinite(np.asarray(dist.entropy())).all() and np.isfinite(np.asarray(dist.log_prob(jnp.array([0])))).all()
+    assert np.isfinite(np.asarray(dist.entropy())).all()
+    assert np.isfinite(np.asarray(dist.log_prob(jnp.array([0])))).all()
 
 
 def test_pre_drawn_noise_gives_the_same_samples_as_a_key():
