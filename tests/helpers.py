@@ -6,6 +6,10 @@ Imported by tests as `from tests import helpers` (the repository root is on sys.
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +19,8 @@ import jaxppo
 from jaxppo import cli
 from jaxppo.agent import make_agent
 from jaxppo.losses import LossInputs, ppo_loss
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_FLAGS = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--quiet"]
 """CLI flags of a tiny CartPole run (add --total-timesteps)."""
@@ -123,3 +129,33 @@ def ppo_loss_with_weight_decay(params, batch, hp, config, evaluate):
     l2 = weight_l2(params)
     fields = {field.name: getattr(metrics, field.name) for field in dataclasses.fields(metrics)}
     return loss + 0.01 * l2, {**fields, "weight_l2": l2}
+
+
+def subprocess_env(devices: int | None = None, **extra: str) -> dict[str, str]:
+    """Environment for a child Python process: this repository importable, CPU backend, and XLA's default flags
+    (the suite's fake-device flag dropped) or `devices` fake CPU devices; extra variables on top."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""), JAX_PLATFORMS="cpu", **extra)
+    if devices is not None:
+        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+    return env
+
+
+def run_python(code: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `python -c code` in a fresh process with subprocess_env(); its output captured as text."""
+    return subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def signal_once_running(procs: list[subprocess.Popen], started: Path, signum: int,
+                        timeout: float = 120) -> list[tuple[str, str]]:
+    """Once `started` exists (a run has written its first chunk), send signum to every process and wait for them;
+    [(stdout, stderr)] per process. Processes still alive afterwards (or on failure) are killed."""
+    try:
+        assert wait_for(started), f"{started} never appeared"
+        for proc in procs:
+            proc.send_signal(signum)
+        return [proc.communicate(timeout=timeout) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()

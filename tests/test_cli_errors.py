@@ -130,12 +130,7 @@ def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_a_resume_line(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "jaxppo.cli", "train", "--num-envs", "4", "--num-steps", "16",
                              "--num-minibatches", "2", "--total-timesteps", str(64 * 4000), "--chunk-updates", "20",
                              "--out", str(run)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert helpers.wait_for(run / "metrics.csv")
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    ((stdout, stderr),) = helpers.signal_once_running([proc], run / "metrics.csv", signal.SIGINT)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "SIGINT received" in stderr
     assert "SIGINT received: stopped after update" in stdout and f"jaxppo train --resume {run}" in stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -200,19 +199,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _clean_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["JAX_PLATFORMS"] = "cpu"
-    return env
-
-
 def test_two_processes_match_single_process_four_devices(tmp_path):
     port = _free_port()
     outs = [tmp_path / f"p{i}.npz" for i in range(2)]
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), str(port), "2", str(i),
-                               "2", str(outs[i])], env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for i in range(2)]
+                               "2", str(outs[i])], env=helpers.subprocess_env(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
     logs = []
     try:
         for proc in procs:
@@ -237,7 +229,7 @@ def test_two_processes_match_single_process_four_devices(tmp_path):
 def test_killed_peer_makes_survivor_fail_within_timeout(tmp_path):
     port, timeout = _free_port(), 10
     out = tmp_path / "run"
-    env = {**_clean_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = helpers.subprocess_env(devices=2)
     command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                "2", "--num-devices", "2", "--total-timesteps", "50000000", "--timeout", str(timeout), "--out",
                str(out)]
@@ -274,7 +266,7 @@ def test_unreachable_coordinator_fails_within_timeout(tmp_path):
     command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                "2", "--process-id", "1", "--timeout", str(timeout), "--out", str(tmp_path / "run")]
     start = time.monotonic()
-    result = subprocess.run(command, env=_clean_env(), capture_output=True, text=True, timeout=timeout * 12)
+    result = subprocess.run(command, env=helpers.subprocess_env(), capture_output=True, text=True, timeout=timeout * 12)
     assert result.returncode != 0
     assert time.monotonic() - start < timeout * 8
     assert "joining coordinator" in result.stderr

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from tests import helpers
 
 PACKAGE = Path(__file__).resolve().parents[1] / "jaxppo"
 
@@ -81,6 +80,5 @@ def test_importing_jaxppo_is_light_and_changes_no_process_state():
             "'jumanji', 'craftax', 'tyro') if m in sys.modules]; "
             "assert not heavy, heavy; "
             "from jax._src import xla_bridge; assert not xla_bridge.backends_are_initialized(); print('ok')")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    result = helpers.run_python(code)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]

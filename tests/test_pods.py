@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -22,8 +21,6 @@ from jaxppo import outputs
 from jaxppo.checkpoint import CheckpointStore
 from jaxppo.runner import ChunkedRun, RunOptions, resume_run, train_run
 from tests import helpers
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_counters_are_exact_across_2_31_and_2_32_env_steps(tmp_path):
@@ -81,13 +78,6 @@ def _is_free(port: int) -> bool:
     return True
 
 
-def _env(devices: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               **extra)
-    return env
-
-
 LONG_RUN = ["--num-envs", "8", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", str(128 * 3000),
             "--chunk-updates", "2", "--checkpoint-every", "1000", "--quiet"]
 
@@ -96,8 +86,9 @@ def _train_processes(args: list[str], num_processes: int, devices: int, port: in
     command = [sys.executable, "-m", "jaxppo.cli", "train", *args]
     if num_processes > 1:
         command += ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes), "--timeout", "60"]
-    return [subprocess.Popen(command + (["--process-id", str(i)] if num_processes > 1 else []), env=_env(devices),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return [subprocess.Popen(command + (["--process-id", str(i)] if num_processes > 1 else []),
+                             env=helpers.subprocess_env(devices), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
             for i in range(num_processes)]
 
 
@@ -115,14 +106,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
     # 1) Two processes x 2 devices; SIGTERM to both (what SLURM sends): each finishes its chunk, one consistent
     #    checkpoint is written, both exit 0 saying how to resume.
     procs = _train_processes([*LONG_RUN, "--out", str(run)], 2, 2, _free_port())
-    try:
-        assert helpers.wait_for(run / "metrics.csv")
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        results = [proc.communicate(timeout=120) for proc in procs]
-    finally:
-        for proc in procs:
-            proc.kill()
+    results = helpers.signal_once_running(procs, run / "metrics.csv", signal.SIGTERM)
     assert [proc.returncode for proc in procs] == [0, 0], results
     assert "SIGTERM received: stopped after update" in results[0][0] and "--resume" in results[0][0]
     steps = sorted(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
@@ -154,12 +138,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
 def test_sigterm_on_one_process_checkpoints_and_exits_zero(tmp_path):
     run = tmp_path / "run"
     (proc,) = _train_processes([*LONG_RUN, "--out", str(run)], 1, 1, 0)
-    try:
-        assert helpers.wait_for(run / "metrics.csv")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
+    ((out, err),) = helpers.signal_once_running([proc], run / "metrics.csv", signal.SIGTERM)
     assert proc.returncode == 0 and "Traceback" not in err, err
     assert "SIGTERM received: stopped after update" in out and f"jaxppo train --resume {run}" in out
     assert any(p.name.isdigit() for p in (run / "checkpoints").iterdir())
@@ -171,7 +150,7 @@ def test_slurm_variables_make_jax_detect_the_cluster(tmp_path):
     job_id = next(j for j in range(7 * 4096 + 100, 8 * 4096) if _is_free(61440 + j % 4096))  # JAX's port rule
     procs = []
     for rank in range(2):
-        env = _env(1, SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
+        env = helpers.subprocess_env(1, SLURM_JOB_ID=str(job_id), SLURM_STEP_NODELIST="127.0.0.1", SLURM_NTASKS="2",
                    SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank), SLURM_STEP_NUM_NODES="1")
         procs.append(subprocess.Popen([sys.executable, "-m", "jaxppo.cli", "train", *helpers.TINY_FLAGS,
                                        "--num-envs", "4", "--total-timesteps", "128", "--timeout", "60", "--out",

@@ -218,16 +218,11 @@ def test_vmapped_training_does_not_hang_and_import_changes_no_process_state():
     # LAPACK QR kernels of the orthogonal initialiser block the XLA:CPU pool). jaxppo now initialises seeds one
     # after another under vmap, with XLA's default scheduler and no process-wide flag; gymnax is imported first,
     # the order that defeated the old flag.
-    import os
-    import subprocess
-    import sys
-
     code = ("import os, gymnax, jax; before = dict(os.environ); import jaxppo; assert dict(os.environ) == before; "
             "cfg = jaxppo.PPOConfig(total_timesteps=2048); "
             "s, m = jax.jit(jax.vmap(jaxppo.make_train(cfg)))(jax.random.split(jax.random.key(0), 2)); "
             "jax.block_until_ready(m); print('finished')")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    result = helpers.run_python(code)
     assert result.returncode == 0 and "finished" in result.stdout, result.stderr[-2000:]
 
 
