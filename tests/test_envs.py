@@ -110,3 +110,17 @@ def test_minatar_cnn_trains_end_to_end():
     assert metrics.loss.policy_loss.shape == (2,) and np.all(np.isfinite(np.asarray(metrics.loss.total_loss)))
     assert state.env.obs.shape == (4, 10, 10, 4)
     assert state.params["params"]["actor_torso"]["conv"]["kernel"].shape == (36, 16)
+
+
+def test_auto_reset_takes_the_fresh_episode_exactly_where_done():
+    from jaxppo.envs.protocol import auto_reset
+
+    reached = ({"t": jnp.int32(7), "pos": jnp.float32(2.5)}, jnp.array([1.0, 2.0]), jnp.array([True, False]))
+    fresh = ({"t": jnp.int32(0), "pos": jnp.float32(0.0)}, jnp.array([9.0, 9.0]), jnp.array([False, True]))
+    state, obs, mask = auto_reset(jnp.bool_(False), reached, fresh)
+    assert int(state["t"]) == 7 and obs.tolist() == [1.0, 2.0] and mask.tolist() == [True, False]
+    state, obs, mask = auto_reset(jnp.bool_(True), reached, fresh)
+    assert int(state["t"]) == 0 and obs.tolist() == [9.0, 9.0] and mask.tolist() == [False, True]
+    assert state["t"].dtype == jnp.int32 and state["pos"].dtype == jnp.float32
+    _, _, no_mask = auto_reset(jnp.bool_(True), (reached[0], reached[1], None), (fresh[0], fresh[1], None))
+    assert no_mask is None

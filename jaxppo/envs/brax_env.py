@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
+from jaxppo.envs.protocol import EnvSpec, TimeStep, auto_reset, raw_key_data as raw_key, resolve_name
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 """Physics pipelines a brax PipelineEnv accepts (brax/envs/base.py)."""
@@ -103,10 +103,9 @@ class BraxEnv:
         reached = self.env.step(state, action)
         done = reached.done > 0
         truncated = reached.info["truncation"] > 0
-        fresh, obs, _ = self.reset(key)
-        state = jax.tree.map(lambda new, old: jnp.where(done, new, old).astype(jnp.result_type(old)), fresh, reached)
         final_obs = jnp.asarray(reached.obs, jnp.float32)
-        return state, TimeStep(obs=jnp.where(done, obs, final_obs), action_mask=None,
+        state, obs, _ = auto_reset(done, (reached, final_obs, None), self.reset(key))
+        return state, TimeStep(obs=obs, action_mask=None,
                                reward=jnp.asarray(reached.reward, jnp.float32).reshape(()),
                                terminated=done & ~truncated, truncated=truncated, final_obs=final_obs)
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
+from jaxppo.envs.protocol import EnvSpec, TimeStep, auto_reset, raw_key_data as raw_key, resolve_name
 
 IDS = ("Craftax-Classic-Pixels-v1", "Craftax-Classic-Symbolic-v1", "Craftax-Pixels-v1", "Craftax-Symbolic-v1")
 """The ids craftax.craftax_env.make_craftax_env_from_name accepts (without their -AutoReset aliases)."""
@@ -62,10 +62,9 @@ class CraftaxEnv:
         final_obs, reached, reward, done, _ = self.env.step(step_key, state, action, self.params)
         done = jnp.asarray(done, bool)
         terminated = jnp.asarray(self.env.is_terminal(reached, self._no_limit), bool)
-        fresh, obs, _ = self.reset(reset_key)
-        state = jax.tree.map(lambda new, old: jnp.where(done, new, old), fresh, reached)
         final_obs = jnp.asarray(final_obs, jnp.float32)
-        return state, TimeStep(obs=jnp.where(done, obs, final_obs), action_mask=None,
+        state, obs, _ = auto_reset(done, (reached, final_obs, None), self.reset(reset_key))
+        return state, TimeStep(obs=obs, action_mask=None,
                                reward=jnp.asarray(reward, jnp.float32).reshape(()), terminated=terminated,
                                truncated=done & ~terminated, final_obs=final_obs)
 

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep, raw_key_data as raw_key, resolve_name
+from jaxppo.envs.protocol import EnvSpec, TimeStep, auto_reset, raw_key_data as raw_key, resolve_name
 
 MAX_JOINT_ACTIONS = 16_384
 """Largest joint action space a multi-dimensional discrete action is flattened into."""
@@ -178,12 +178,11 @@ class JumanjiEnv:
         last = timestep.step_type == StepType.LAST
         discount = jnp.max(jnp.asarray(timestep.discount))
         terminated = last & (discount == 0)
-        final_obs, mask = self._observe(timestep.observation)
-        fresh, obs, fresh_mask = self.reset(key)
-        state = jax.tree.map(lambda new, old: jnp.where(last, new, old), fresh, reached)
+        final_obs, final_mask = self._observe(timestep.observation)
+        state, obs, mask = auto_reset(last, (reached, final_obs, final_mask), self.reset(key))
         return state, TimeStep(
-            obs=jnp.where(last, obs, final_obs),
-            action_mask=None if mask is None else jnp.where(last, fresh_mask, mask),
+            obs=obs,
+            action_mask=mask,
             reward=jnp.sum(jnp.asarray(timestep.reward, jnp.float32)),
             terminated=terminated,
             truncated=last & ~terminated,

@@ -78,6 +78,18 @@ def raw_key_data(key: jax.Array) -> jax.Array:
     return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
+def auto_reset(done: jax.Array, reached: tuple[Any, jax.Array, jax.Array | None],
+               fresh: tuple[Any, jax.Array, jax.Array | None]) -> tuple[Any, jax.Array, jax.Array | None]:
+    """For suites that do not reset themselves: where `done`, the fresh episode's (state, obs, action_mask) replace
+    the reached ones. reached/fresh: (state, obs, action_mask or None) of one environment; done: bool []. The
+    state keeps the reached state's dtypes (a scan carries it)."""
+    (reached_state, reached_obs, reached_mask), (fresh_state, fresh_obs, fresh_mask) = reached, fresh
+    state = jax.tree.map(lambda new, old: jnp.where(done, new, old).astype(jnp.result_type(old)), fresh_state,
+                         reached_state)
+    mask = None if reached_mask is None else jnp.where(done, fresh_mask, reached_mask)
+    return state, jnp.where(done, fresh_obs, reached_obs), mask
+
+
 def reset_batch(env: Env, keys: jax.Array) -> tuple[Any, jax.Array, jax.Array | None]:
     """Reset B environments. keys: [B] -> (state [B], obs float32 [B, *obs], action_mask bool [B, A] or None)."""
     return jax.vmap(env.reset)(keys)
