@@ -1,27 +1,31 @@
-"""The agent a config describes: its environment adapter and network, how observations reach the network, how
-network outputs become action distributions and env actions; and the public `make_policy` / `make_value_fn`.
+"""The agent a config describes: its environment adapter, action family and network; how observations reach the
+network; THE policy step (observations -> network -> action distribution, `apply_policy` / `policy_step`), which
+the rollout, evaluation, the update's replay and `act` all call; and the public `make_policy` / `make_value_fn`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxppo.config import CUSTOM_ENV, PPOConfig
-from jaxppo.distributions import Categorical, DiagGaussian, Distribution
+from jaxppo.distributions import ActionFamily, Distribution, make_family
 from jaxppo.envs import Env, EnvSpec, make_env
 from jaxppo.networks import ActorCritic, Carry, check_network_fits, make_network
 from jaxppo.normalizers import Normalizers, normalize_obs
 
 
 class Agent(NamedTuple):
-    """Static description of what is trained: config, environment adapter, its spaces and the network module."""
+    """Static description of what is trained: config, environment adapter, its spaces, the action distribution
+    family and the network module."""
 
     config: PPOConfig
     env: Env
     spec: EnvSpec
+    family: ActionFamily
     network: ActorCritic
 
 
@@ -40,7 +44,8 @@ def make_agent(config: PPOConfig, env: Any = None, env_params: Any = None) -> Ag
     check_network_fits(config, spec, name)
     if config.recurrent and len(spec.obs_shape) == 0:
         raise ValueError(f"memory={config.memory!r}: {name} has scalar observations")
-    return Agent(config, adapter, spec, make_network(config, spec))
+    family = make_family(config, spec)
+    return Agent(config, adapter, spec, family, make_network(config, spec, family))
 
 
 def _check_instance_matches_id(env_id: str, env: Any, spec: EnvSpec) -> None:
@@ -68,48 +73,52 @@ def policy_input(config: PPOConfig, obs: jax.Array, normalizers: Normalizers | N
     return normalize_obs(normalizers.obs, obs, config.obs_clip)
 
 
-def distribution(agent: Agent, params, policy_out: jax.Array, action_mask: jax.Array | None = None) -> Distribution:
-    """The action distribution of network outputs [..., A or D] (mask bool [..., A] of legal actions, or None)."""
-    if agent.spec.continuous:
-        log_std = params["params"]["log_std"]
-        return DiagGaussian(policy_out, jnp.broadcast_to(log_std, policy_out.shape))
-    return Categorical(policy_out, action_mask)
+def apply_policy(agent: Agent, params, carry: Carry, obs: jax.Array, first: jax.Array,
+                 action_mask: jax.Array | None = None) -> tuple[Carry, Distribution, jax.Array]:
+    """THE policy step, on time-major sequences: network -> the family's distribution.
+
+    Args:
+      carry: network carry before step 0 ([B, ...] per branch; () without memory).
+      obs: float32 [T, B, *obs] as the networks see them (policy_input); first: bool [T, B] (resets the carry).
+      action_mask: bool [T, B, A] legal actions, or None.
+    Returns:
+      (carry after the last step, distribution with batch shape [T, B], values float32 [T, B]).
+    """
+    carry, dist_params, values = agent.network.apply(params, carry, obs, first)
+    return carry, agent.family.create(dist_params, action_mask), values
 
 
-def env_action(spec: EnvSpec, action: jax.Array) -> jax.Array:
-    """Map policy actions [..., D] to the env's action space: reshape and clip continuous ones (the env boundary)."""
-    if not spec.continuous:
-        return action
-    lead = action.shape[:-1]
-    return jnp.clip(action.reshape(lead + spec.action_shape), spec.action_low, spec.action_high)
-
-
-def _single_step(agent: Agent, params, carry: Carry, obs: jax.Array, first: jax.Array | None):
-    """Network on one step of B observations [B, *obs] -> (carry, policy_out [B, A], value [B])."""
-    batch = obs.shape[0]
-    first = jnp.zeros((batch,), bool) if first is None else jnp.asarray(first, bool).reshape(batch)
-    carry, out, value = agent.network.apply(params, carry, obs[None], first[None])
-    return carry, out[0], value[0]
-
-
-def _forward(agent: Agent, params, obs: jax.Array, normalizers: Normalizers | None, carry: Carry,
-             first: jax.Array | None):
-    """(carry, policy output [..., A or D], values [...]) for obs: any leading axes without memory; one step of a
-    batch [B, *obs] with memory (carry None: fresh episodes)."""
-    x = policy_input(agent.config, obs, normalizers)
-    if agent.config.recurrent:
-        batch = x.shape[0]
-        if carry is None:
-            carry, first = initial_carry(agent, batch), jnp.ones((batch,), bool)
-        return _single_step(agent, params, carry, x, first)
-    lead = x.shape[: x.ndim - len(agent.spec.obs_shape)]
-    _, out, v = _single_step(agent, params, (), x.reshape((-1,) + agent.spec.obs_shape), None)
-    return (), out.reshape(lead + out.shape[-1:]), v.reshape(lead)
+def policy_step(agent: Agent, params, carry: Carry, obs: jax.Array, first: jax.Array,
+                action_mask: jax.Array | None = None) -> tuple[Carry, Distribution, jax.Array]:
+    """apply_policy on ONE step of B observations obs [B, *obs], first [B], mask [B, A]: (carry, distribution [B],
+    values [B]). Used by the rollout, evaluation, `act` and the feed-forward update (a minibatch of N samples is
+    one step of N observations)."""
+    mask = None if action_mask is None else action_mask[None]
+    carry, dist, values = apply_policy(agent, params, carry, obs[None], first[None], mask)
+    return carry, jax.tree.map(lambda x: x[0], dist), values[0]
 
 
 def initial_carry(agent: Agent, batch_size: int) -> Carry:
     """The network carry at an episode start for batch_size environments (() without memory)."""
     return agent.network.initial_carry(batch_size)
+
+
+def _forward(agent: Agent, params, obs: jax.Array, normalizers: Normalizers | None, carry: Carry,
+             first: jax.Array | None, action_mask: jax.Array | None):
+    """(carry, distribution [...], values [...]) for raw obs: any leading axes without memory; one step of a batch
+    [B, *obs] with memory (carry None: fresh episodes)."""
+    x = policy_input(agent.config, obs, normalizers)
+    lead = x.shape[: x.ndim - len(agent.spec.obs_shape)]
+    batch = math.prod(lead)
+    if agent.config.recurrent:
+        if carry is None:
+            carry, first = initial_carry(agent, batch), jnp.ones((batch,), bool)
+    else:
+        carry = ()
+    first = jnp.zeros((batch,), bool) if first is None else jnp.asarray(first, bool).reshape(batch)
+    mask = None if action_mask is None else jnp.asarray(action_mask).reshape((batch, -1))
+    carry, dist, values = policy_step(agent, params, carry, x.reshape((batch,) + agent.spec.obs_shape), first, mask)
+    return carry, jax.tree.map(lambda a: a.reshape(lead + a.shape[1:]), dist), values.reshape(lead)
 
 
 def make_policy(config: PPOConfig, env: Any = None, env_params: Any = None) -> Callable:
@@ -127,9 +136,8 @@ def make_policy(config: PPOConfig, env: Any = None, env_params: Any = None) -> C
 
     def act(params, obs: jax.Array, key: jax.Array | None = None, normalizers: Normalizers | None = None,
             action_mask: jax.Array | None = None, carry: Carry = None, first: jax.Array | None = None):
-        carry, out, _ = _forward(agent, params, obs, normalizers, carry, first)
-        dist = distribution(agent, params, out, action_mask)
-        action = env_action(agent.spec, dist.mode() if key is None else dist.sample(key))
+        carry, dist, _ = _forward(agent, params, obs, normalizers, carry, first, action_mask)
+        action = agent.family.to_env(dist.mode() if key is None else dist.sample(key))
         return (action, carry) if config.recurrent else action
 
     return act
@@ -144,7 +152,7 @@ def make_value_fn(config: PPOConfig, env: Any = None, env_params: Any = None) ->
 
     def value(params, obs: jax.Array, normalizers: Normalizers | None = None, carry: Carry = None,
               first: jax.Array | None = None):
-        carry, _, v = _forward(agent, params, obs, normalizers, carry, first)
+        carry, _, v = _forward(agent, params, obs, normalizers, carry, first, None)
         return (v, carry) if config.recurrent else v
 
     return value

@@ -1,8 +1,12 @@
 """Checkpoints of the full training state with orbax-checkpoint (`CheckpointManager`, keep-last-N).
 
 A checkpoint holds every array of the TrainState (params, optimizer state, env states and carries, normaliser
-statistics, PRNG key data, update counter; a leading seed axis when several seeds train together) plus a JSON
-record: the config, the run settings and a checksum of every array. Saves are synchronous and committed atomically
+statistics, PRNG key data, update counter, hyperparameters; a leading seed axis when several seeds train together)
+plus a JSON record: the config, the run settings, a checksum of every array, and the run's identity (its config
+without layout fields, first seed and number of seeds, a digest of these, and a digest of the arrays' shapes).
+Before any array is read, the identity is compared with the run restoring it: a checkpoint of another run (another
+lr, seed, total, number of seeds... e.g. a copied checkpoints/ folder or an edited config.json / run.json) is refused
+with the fields that differ and both values. Saves are synchronous and committed atomically
 by orbax (written under a temporary name, then renamed), so a run killed during a save resumes from the last
 complete checkpoint. Restoring reads plain arrays into a template built from the config (nothing is unpickled)
 and verifies the checksums, so a flipped bit is detected; `restore_latest` then falls back to the newest intact
@@ -16,6 +20,8 @@ The checksum of an array is a position-weighted sum of its 32-bit words modulo 2
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple
@@ -24,15 +30,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.config import PPOConfig
-from jaxppo.outputs import config_to_dict
+from jaxppo.config import IDENTITY, PPOConfig, fields_with
+from jaxppo.outputs import LAYOUT_FIELDS, config_to_dict
 
-IDENTITY_FIELDS = ("env", "num_envs", "num_steps", "hidden_sizes", "activation", "network", "memory", "memory_size")
-"""Config fields that fix the shapes of the saved state: a checkpoint is refused if any of them differs."""
+IDENTITY_FIELDS = fields_with(PPOConfig, IDENTITY)
+"""Config fields that fix the shapes of the saved state (listed first when a checkpoint is refused)."""
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be restored; the message names it and says that nothing was changed."""
+
+
+class ForeignCheckpoint(CheckpointError):
+    """A checkpoint of another run (its identity differs from the run restoring it): never skipped over."""
+
+
+def run_identity(config: PPOConfig, seed: int, num_seeds: int) -> dict[str, Any]:
+    """What makes a run that run: its config without layout fields, its first seed and its number of seeds."""
+    values = {k: v for k, v in config_to_dict(config).items() if k not in LAYOUT_FIELDS}
+    return {"config": values, "seed": int(seed), "num_seeds": int(num_seeds)}
+
+
+def _digest(values: Any) -> str:
+    return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+
+
+def shape_digest(tree: Any) -> str:
+    """Digest of the paths, shapes and dtypes of a (saved) state's arrays: layout-free (arrays are global)."""
+    return _digest([(jax.tree_util.keystr(path), list(np.shape(leaf)), str(leaf.dtype))
+                    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]])
 
 
 def _ocp():
@@ -43,14 +69,25 @@ def _ocp():
 
 @contextlib.contextmanager
 def _quiet_orbax() -> Iterator[None]:
-    """orbax logs routine events as WARNING through absl; keep them off the user's terminal during our calls."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """orbax logs routine events as WARNING and failures (a full disk, a damaged file) as ERROR through absl, and
+    its asyncio helpers report the same failure again from their threads and event loops. The caller turns the
+    failure into one line, so none of this reaches the user's terminal during our calls."""
+    import sys
+    import threading
+
+    loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
+    levels = [logger.level for logger in loggers]
+    hooks = (threading.excepthook, sys.unraisablehook)
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    threading.excepthook = lambda args: None
+    sys.unraisablehook = lambda args: None
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+        threading.excepthook, sys.unraisablehook = hooks
 
 
 def to_saved(state: Any) -> Any:
@@ -92,10 +129,15 @@ class Restored(NamedTuple):
 class CheckpointStore:
     """Checkpoints of one run in `directory` (one sub-folder per update count)."""
 
-    def __init__(self, directory: Path, config: PPOConfig, max_to_keep: int = 3):
+    def __init__(self, directory: Path, config: PPOConfig, max_to_keep: int = 3, seed: int = 0, num_seeds: int = 1,
+                 may_differ: tuple[str, ...] = ()):
+        """may_differ: config fields a checkpoint may hold another value of (an intended change, e.g.
+        total_timesteps when a run is extended)."""
         ocp = _ocp()
         self.directory = Path(directory).absolute()
         self.config = config
+        self.identity = run_identity(config, seed, num_seeds)
+        self.may_differ = tuple(may_differ)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=False)
         with _quiet_orbax():
@@ -114,7 +156,10 @@ class CheckpointStore:
         """Save the state after `step` updates, with the config, `meta` (JSON-ready) and checksums alongside."""
         ocp = _ocp()
         saved = to_saved(state)
-        record = {"config": config_to_dict(self.config), "step": int(step), "checksums": checksums(saved), **meta}
+        identity = {"seed": self.identity["seed"], "num_seeds": self.identity["num_seeds"],
+                    "digest": _digest(self.identity), "shapes": shape_digest(saved)}
+        record = {"config": config_to_dict(self.config), "step": int(step), "checksums": checksums(saved),
+                  "identity": identity, **meta}
         with _quiet_orbax():
             self._manager.save(int(step), args=ocp.args.Composite(
                 state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(record)), force=True)
@@ -123,8 +168,9 @@ class CheckpointStore:
     def restore(self, step: int, template_state: Any) -> tuple[Any, dict[str, Any]]:
         """Read checkpoint `step` into the structure (and sharding) of template_state.
 
-        Raises CheckpointError with the reason when the checkpoint is unreadable, damaged (checksum) or belongs to
-        another setup; nothing on disk is changed either way.
+        Raises CheckpointError with the reason when the checkpoint is unreadable or damaged (checksum), and
+        ForeignCheckpoint when it belongs to another run (checked before any array is read); nothing on disk is
+        changed either way.
         """
         ocp = _ocp()
         where = self.directory / str(step)
@@ -136,8 +182,8 @@ class CheckpointStore:
                                   "changed") from None
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {where}: damaged metadata; nothing was changed")
-        self.check_compatible(meta.get("config", {}), where)
         template = jax.tree.map(_abstract, to_saved(template_state))
+        self.check_identity(meta, where, template)
         try:
             with _quiet_orbax():
                 restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -148,8 +194,8 @@ class CheckpointStore:
         mismatched = [jax.tree_util.keystr(path) for path, got, want in _paired_leaves(restored, template)
                       if tuple(np.shape(got)) != tuple(want.shape) or got.dtype != want.dtype]
         if mismatched:
-            raise CheckpointError(f"checkpoint {where}: arrays {mismatched[:5]} do not match this run's shapes; it "
-                                  "belongs to another setup")
+            raise ForeignCheckpoint(f"checkpoint {where}: arrays {mismatched[:5]} do not match this run's shapes; it "
+                                    "belongs to another setup")
         if meta.get("checksums") != checksums(restored):
             raise CheckpointError(f"checkpoint {where}: damaged (its arrays do not match their checksums); nothing "
                                   "was changed")
@@ -161,9 +207,9 @@ class CheckpointStore:
         for step in reversed(self.steps()):
             try:
                 state, meta = self.restore(step, template_state)
+            except ForeignCheckpoint:
+                raise
             except CheckpointError as error:
-                if "another setup" in str(error):
-                    raise
                 skipped.append(str(error))
                 skipped_steps.append(step)
                 continue
@@ -192,15 +238,38 @@ class CheckpointStore:
         with _quiet_orbax():
             self._manager.close()
 
-    def check_compatible(self, saved_config: Any, where: Path) -> None:
-        """CheckpointError naming the fields whose saved value differs from this run's config."""
+    def check_identity(self, meta: dict[str, Any], where: Path, template: Any) -> None:
+        """ForeignCheckpoint naming each field whose value in the checkpoint differs from this run's, with both
+        values (config fields as in config.json, seed and num_seeds as in run.json); CheckpointError when the record
+        is damaged. Checkpoints of earlier versions (no identity record) are compared on their config and options."""
+        saved_config = meta.get("config")
         if not isinstance(saved_config, dict):
             raise CheckpointError(f"checkpoint {where}: damaged metadata (no config); nothing was changed")
-        current = config_to_dict(self.config)
-        differing = [f"{name} (saved {saved_config.get(name)!r}, now {current[name]!r})"
-                     for name in IDENTITY_FIELDS if saved_config.get(name, _DEFAULTS.get(name)) != current[name]]
+        recorded = meta.get("identity")
+        options = meta.get("options") if isinstance(meta.get("options"), dict) else {}
+        source = recorded if isinstance(recorded, dict) else options
+        mine = self.identity
+        theirs = {"config": {k: saved_config.get(k, _DEFAULTS.get(k)) for k in mine["config"]},
+                  "seed": source.get("seed", mine["seed"] if not recorded else None),
+                  "num_seeds": source.get("num_seeds", mine["num_seeds"] if not recorded else None)}
+        if isinstance(recorded, dict):
+            exact = {"config": {k: v for k, v in saved_config.items() if k not in LAYOUT_FIELDS},
+                     "seed": recorded.get("seed"), "num_seeds": recorded.get("num_seeds")}
+            if recorded.get("digest") != _digest(exact):
+                raise CheckpointError(f"checkpoint {where}: damaged metadata (its identity does not match its "
+                                      "digest); nothing was changed")
+        order = list(IDENTITY_FIELDS) + [k for k in mine["config"] if k not in IDENTITY_FIELDS]
+        differing = [f"{name} (checkpoint {theirs['config'][name]!r}, config.json {mine['config'][name]!r})"
+                     for name in order if name not in self.may_differ
+                     and theirs["config"][name] != mine["config"][name]]
+        differing += [f"{name} (checkpoint {theirs[name]!r}, run.json {mine[name]!r})" for name in ("seed", "num_seeds")
+                      if theirs[name] != mine[name]]
         if differing:
-            raise CheckpointError(f"checkpoint {where}: made for another setup: {', '.join(differing)}")
+            raise ForeignCheckpoint(f"checkpoint {where} belongs to another run: {', '.join(differing)}; resume a "
+                                    "run only with its own checkpoints and files (nothing was changed)")
+        if isinstance(recorded, dict) and recorded.get("shapes") != shape_digest(template):
+            raise ForeignCheckpoint(f"checkpoint {where}: its arrays have other shapes than this run's state (another "
+                                    "version or setup); nothing was changed")
 
 
 _DEFAULTS = config_to_dict(PPOConfig())

@@ -25,16 +25,46 @@ CUSTOM_ENV = "custom"
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 NETWORKS = ("auto", "mlp", "cnn")
-MEMORIES = ("none", "gru")
+MEMORIES = ("none", "gru", "lru")
+DISTRIBUTIONS = ("auto", "categorical", "gaussian", "tanh_gaussian")
+"""Action distributions (jaxppo.distributions.FAMILIES, plus auto: categorical or gaussian by the action space)."""
+SCALE_TYPES = ("state_independent", "state_dependent")
+SCALE_FNS = ("exp", "softplus")
+SCHEDULES = ("constant", "linear", "cosine")
+"""Schedule kinds of a scheduled hyperparameter (carried in HParams as their index: traced, vmappable)."""
+SCHEDULED = ("lr", "ent_coef", "clip_eps")
+"""Hyperparameters with a schedule: fields NAME_schedule, NAME_final, NAME_warmup (see jaxppo.schedules)."""
 MAX_UPDATES = 2**31 - 1  # the update counter is int32 on device (JAX's default without x64)
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-_TRACED = "jaxppo_traced"
+TRACED, LAYOUT, IDENTITY, RESUMABLE = "traced", "layout", "identity", "resumable"
+"""The roles a field can play, declared once beside the field (`field(default, *roles)`) and read by config,
+outputs, checkpoint, runner and CLI alike (`fields_with(cls, role)`):
+
+- traced: also carried, as a float32 array, by `HParams` (overridable and vmappable without recompiling);
+- layout: chooses where a run executes, not what it learns (may differ on resume: elastic resume);
+- identity: fixes the shapes of the saved state (a checkpoint is refused when one differs);
+- resumable: a run option that may change when a run is resumed (it does not change what is learned).
+"""
+_ROLES = "jaxppo_roles"
+
+
+def field(default: Any, *roles: str) -> Any:
+    """A dataclass field with its roles (see TRACED, LAYOUT, IDENTITY, RESUMABLE) in its metadata."""
+    unknown = set(roles) - {TRACED, LAYOUT, IDENTITY, RESUMABLE}
+    if unknown:
+        raise ValueError(f"field roles {sorted(unknown)}: must be among traced, layout, identity, resumable")
+    return dataclasses.field(default=default, metadata={_ROLES: frozenset(roles)})
 
 
 def traced(default: float | None) -> Any:
     """A PPOConfig field whose value is also carried, traced, in HParams (sweepable without recompiling)."""
-    return dataclasses.field(default=default, metadata={_TRACED: True})
+    return field(default, TRACED)
+
+
+def fields_with(cls: Any, role: str) -> tuple[str, ...]:
+    """Names of the dataclass fields of cls (a class or an instance) declared with `role`, in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get(_ROLES, ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +76,12 @@ class PPOConfig:
     `HParams.from_config(config)` copies into arrays that can be overridden or vmapped.
     """
 
-    env: str = "CartPole-v1"
+    env: str = field("CartPole-v1", IDENTITY)
     """Environment id: a gymnax id ('CartPole-v1'), a suite-prefixed id ('brax/ant', 'jumanji/Snake-v1',
     'craftax/Craftax-Classic-Symbolic-v1'), or 'custom' with an instance passed to make_train."""
-    num_envs: int = 4
+    num_envs: int = field(4, IDENTITY)
     """Parallel environments in the whole run (over all devices and processes)."""
-    num_steps: int = 128
+    num_steps: int = field(128, IDENTITY)
     """Rollout length T per update, per environment."""
     total_timesteps: int = 500_000
     """Env-step budget of the whole run; rounded down to whole updates of num_envs * num_steps steps."""
@@ -63,7 +93,7 @@ class PPOConfig:
     """Adam learning rate (start value when annealed)."""
     anneal_lr: bool = True
     """Linear decay: update u (0-based) of N uses lr * (1 - u / N), constant within an update; the last update
-    uses lr / N."""
+    uses lr / N. Shorthand for lr_schedule='linear' (True) or 'constant' (False) when lr_schedule is None."""
     gamma: float = traced(0.99)
     """Discount factor."""
     gae_lambda: float = traced(0.95)
@@ -80,6 +110,25 @@ class PPOConfig:
     """Value loss coefficient."""
     max_grad_norm: float = traced(0.5)
     """Global-norm gradient clip."""
+    lr_schedule: str | None = traced(None)
+    """Schedule of lr over the run: constant, linear or cosine (see jaxppo.schedules); None follows anneal_lr."""
+    lr_final: float = traced(0.0)
+    """lr at the end of a linear or cosine schedule, as a fraction of lr."""
+    lr_warmup: float = traced(0.0)
+    """Fraction of the run's updates over which lr rises linearly from 0 (any schedule), in [0, 1)."""
+    ent_coef_schedule: str = traced("constant")
+    """Schedule of ent_coef: constant, linear or cosine."""
+    ent_coef_final: float = traced(0.0)
+    """ent_coef at the end of a linear or cosine schedule, as a fraction of ent_coef."""
+    ent_coef_warmup: float = traced(0.0)
+    """Fraction of the run's updates over which ent_coef rises linearly from 0."""
+    clip_eps_schedule: str = traced("constant")
+    """Schedule of clip_eps: constant, linear or cosine."""
+    clip_eps_final: float = traced(0.0)
+    """clip_eps at the end of a linear or cosine schedule, as a fraction of clip_eps (0 is allowed: the policy
+    stops moving at the very end)."""
+    clip_eps_warmup: float = traced(0.0)
+    """Fraction of the run's updates over which clip_eps rises linearly from 0."""
     adam_eps: float = 1e-5
     """Adam epsilon."""
     normalize_advantages: bool = True
@@ -95,19 +144,35 @@ class PPOConfig:
     """Clip range of normalised observations."""
     reward_clip: float = 10.0
     """Clip range of scaled rewards."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
+    hidden_sizes: tuple[int, ...] = field((64, 64), IDENTITY)
     """Hidden layer widths of the actor and of the critic MLP."""
-    activation: str = "tanh"
+    activation: str = field("tanh", IDENTITY)
     """Hidden activation: tanh, relu, gelu, silu or elu."""
-    network: str = "auto"
+    network: str = field("auto", IDENTITY)
     """Torso: mlp (vector obs), cnn (HxWxC image obs, e.g. MinAtar), or auto (by observation rank)."""
-    memory: str = "none"
+    memory: str = field("none", IDENTITY)
     """Recurrent core after the torso: none (feed-forward) or gru (reset where an episode ended)."""
-    memory_size: int = 128
+    memory_size: int = field(128, IDENTITY)
     """Width of the GRU carry (memory='gru')."""
     init_log_std: float | None = None
-    """Initial log-std of the Gaussian policy (continuous actions only); None means 0.0."""
-    num_devices: int = 1
+    """Initial log-std of the Gaussian policy (continuous actions only); None means 0.0. Same as init_scale=exp(.)."""
+    distribution: str = field("auto", IDENTITY)
+    """Action distribution: auto (categorical for discrete actions, gaussian for continuous), categorical, gaussian
+    (samples clipped to the bounds at the env) or tanh_gaussian (squashed into the bounds, as brax's PPO)."""
+    scale_type: str = field("state_independent", IDENTITY)
+    """Gaussian scale: state_independent (a learned parameter per action dimension) or state_dependent (a dense
+    layer on the actor's features, as brax's PPO)."""
+    scale_fn: str = field("exp", IDENTITY)
+    """Gaussian standard deviation from the raw scale: exp or softplus, sigma = fn(raw) + min_scale."""
+    min_scale: float = 0.0
+    """Floor added to the Gaussian's standard deviation (brax's PPO: 0.001, with softplus)."""
+    init_scale: float | None = None
+    """Initial standard deviation of the Gaussian (> min_scale); None: exp(init_log_std), 1.0 when that is unset."""
+    actor_hidden_sizes: tuple[int, ...] | None = field(None, IDENTITY)
+    """Hidden layer widths of the actor MLP; None: hidden_sizes."""
+    critic_hidden_sizes: tuple[int, ...] | None = field(None, IDENTITY)
+    """Hidden layer widths of the critic MLP; None: hidden_sizes."""
+    num_devices: int = field(1, LAYOUT)
     """Local devices of each process to spread the environments over."""
 
     def __post_init__(self) -> None:
@@ -124,12 +189,14 @@ class PPOConfig:
                 object.__setattr__(self, f.name, int(value))
             elif isinstance(value, numbers.Real):
                 object.__setattr__(self, f.name, float(value))
-        if isinstance(self.hidden_sizes, list):
-            object.__setattr__(self, "hidden_sizes", tuple(self.hidden_sizes))
-        if isinstance(self.hidden_sizes, tuple):
-            sizes = tuple(int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s
-                          for s in self.hidden_sizes)
-            object.__setattr__(self, "hidden_sizes", sizes)
+        for name in ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                value = tuple(value)
+            if isinstance(value, tuple):
+                value = tuple(int(s) if isinstance(s, numbers.Integral) and not isinstance(s, bool) else s
+                              for s in value)
+                object.__setattr__(self, name, value)
 
     # ----------------------------------------------------------------------------------------------- derived
     @property
@@ -153,14 +220,26 @@ class PPOConfig:
         return self.num_updates * self.batch_size
 
     @property
+    def actor_sizes(self) -> tuple[int, ...]:
+        """Hidden layer widths of the actor in force: actor_hidden_sizes, or hidden_sizes."""
+        return self.hidden_sizes if self.actor_hidden_sizes is None else self.actor_hidden_sizes
+
+    @property
+    def critic_sizes(self) -> tuple[int, ...]:
+        """Hidden layer widths of the critic in force: critic_hidden_sizes, or hidden_sizes."""
+        return self.hidden_sizes if self.critic_hidden_sizes is None else self.critic_hidden_sizes
+
+    @property
+    def initial_scale(self) -> float:
+        """The Gaussian's initial standard deviation: init_scale, or exp(init_log_std) (1.0 when both are unset)."""
+        if self.init_scale is not None:
+            return float(self.init_scale)
+        return math.exp(0.0 if self.init_log_std is None else self.init_log_std)
+
+    @property
     def recurrent(self) -> bool:
         """Whether the policy has memory (minibatches are then whole environment sequences)."""
         return self.memory != "none"
-
-    @property
-    def value_clip_eps(self) -> float:
-        """The value clip range in force."""
-        return self.clip_eps if self.vf_clip_eps is None else self.vf_clip_eps
 
     @property
     def rounding_note(self) -> str:
@@ -228,10 +307,20 @@ class PPOConfig:
             _check_number(name, getattr(self, name), low=0.0)
         for name in ("gamma", "gae_lambda"):
             _check_number(name, getattr(self, name), low=0.0, high=1.0)
+        for name in SCHEDULED:
+            kind = getattr(self, f"{name}_schedule")
+            if not (kind is None and name == "lr") and kind not in SCHEDULES:
+                raise ValueError(f"{name}_schedule={kind!r}: must be one of {', '.join(SCHEDULES)}")
+            _check_number(f"{name}_final", getattr(self, f"{name}_final"), low=0.0)
+            warmup = getattr(self, f"{name}_warmup")
+            _check_number(f"{name}_warmup", warmup, low=0.0)
+            if warmup >= 1.0:
+                raise ValueError(f"{name}_warmup={warmup!r}: must be a fraction of the run in [0, 1)")
         if self.vf_clip_eps is not None:
             _check_number("vf_clip_eps", self.vf_clip_eps, low=0.0, low_inclusive=False)
         if self.init_log_std is not None:
             _check_number("init_log_std", self.init_log_std, low=-20.0, high=20.0)
+        self._validate_distribution()
         if self.normalizer_warmup_steps and not (self.normalize_observations or self.normalize_rewards):
             raise ValueError(
                 f"normalizer_warmup_steps={self.normalizer_warmup_steps}: only with normalize_observations or "
@@ -260,10 +349,27 @@ class PPOConfig:
             )
         self.check_layout(num_processes=1)
 
+    def _validate_distribution(self) -> None:
+        for name, allowed in (("distribution", DISTRIBUTIONS), ("scale_type", SCALE_TYPES), ("scale_fn", SCALE_FNS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}")
+        _check_number("min_scale", self.min_scale, low=0.0)
+        if self.init_scale is not None:
+            _check_number("init_scale", self.init_scale, low=0.0, low_inclusive=False)
+            if self.init_log_std is not None:
+                raise ValueError(f"init_scale={self.init_scale!r}: give init_scale or init_log_std "
+                                 f"(={self.init_log_std!r}), not both")
+        if self.min_scale >= self.initial_scale:
+            raise ValueError(f"min_scale={self.min_scale!r}: must be below the initial scale {self.initial_scale:.6g} "
+                             "(init_scale, or exp(init_log_std))")
+
     def _validate_network(self) -> None:
-        sizes = self.hidden_sizes
-        if not isinstance(sizes, tuple) or not sizes or not all(_is_int(s) and s > 0 for s in sizes):
-            raise ValueError(f"hidden_sizes={sizes!r}: must be a non-empty tuple of positive ints, e.g. (64, 64)")
+        for name in ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, name)
+            if sizes is None and name != "hidden_sizes":
+                continue
+            if not isinstance(sizes, tuple) or not sizes or not all(_is_int(s) and s > 0 for s in sizes):
+                raise ValueError(f"{name}={sizes!r}: must be a non-empty tuple of positive ints, e.g. (64, 64)")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         if self.network not in NETWORKS:
@@ -296,7 +402,7 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
 
 def hparam_names() -> tuple[str, ...]:
     """The traced hyperparameters, in declaration order (the PPOConfig fields marked `traced`)."""
-    return tuple(f.name for f in dataclasses.fields(PPOConfig) if f.metadata.get(_TRACED))
+    return fields_with(PPOConfig, TRACED)
 
 
 @jax.tree_util.register_pytree_with_keys_class
@@ -323,8 +429,9 @@ class HParams:
     def from_config(cls, config: PPOConfig) -> HParams:
         """The config's traced hyperparameters as float32 scalars (vf_clip_eps None -> NaN: follow clip_eps)."""
         values = {name: getattr(config, name) for name in hparam_names()}
-        values = {name: jnp.asarray(np.nan if value is None else value, jnp.float32) for name, value in values.items()}
-        return cls(**values)
+        if values["lr_schedule"] is None:
+            values["lr_schedule"] = "linear" if config.anneal_lr else "constant"
+        return cls(**{name: _as_traced(name, value) for name, value in values.items()})
 
     def replace(self, **changes: Any) -> HParams:
         """A copy with some values replaced (numbers become float32 arrays)."""
@@ -332,8 +439,8 @@ class HParams:
         if unknown:
             raise ValueError(f"HParams.replace: unknown {unknown}; the traced hyperparameters are "
                              f"{', '.join(self._values)}")
-        cast = {name: jnp.asarray(np.nan if v is None else v, jnp.float32) if isinstance(v, (int, float, type(None)))
-                else v for name, v in changes.items()}
+        cast = {name: _as_traced(name, v) if isinstance(v, (int, float, str, type(None))) else v
+                for name, v in changes.items()}
         return HParams(**{**self._values, **cast})
 
     def as_dict(self) -> dict[str, Any]:
@@ -359,6 +466,16 @@ class HParams:
         obj = object.__new__(cls)
         object.__setattr__(obj, "_values", dict(zip(hparam_names(), children)))
         return obj
+
+
+def _as_traced(name: str, value: Any) -> jax.Array:
+    """A config value as HParams holds it: float32; None -> NaN (vf_clip_eps follows clip_eps); a schedule kind
+    -> its index in SCHEDULES."""
+    if name.endswith("_schedule") and isinstance(value, str):
+        if value not in SCHEDULES:
+            raise ValueError(f"{name}={value!r}: must be one of {', '.join(SCHEDULES)}")
+        value = SCHEDULES.index(value)
+    return jnp.asarray(np.nan if value is None else value, jnp.float32)
 
 
 def value_clip_eps(hp: HParams) -> jax.Array:

@@ -10,7 +10,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxppo.collectives import psum
 
 
 @struct.dataclass
@@ -71,15 +70,15 @@ def track_episodes(stats: EpisodeStats, tally: EpisodeTally, raw_reward: jax.Arr
     return stats, tally
 
 
-def close_tally(stats: EpisodeStats, tally: EpisodeTally,
-                axis_name: str | None = None) -> tuple[EpisodeStats, EpisodeSummary]:
-    """Reduce a rollout's tally over devices (one psum) into the update's EpisodeSummary.
+def close_tally(stats: EpisodeStats, tally: EpisodeTally) -> tuple[EpisodeStats, EpisodeSummary]:
+    """A rollout's tally, already summed over devices (the trainer gathers it with its other statistics), as the
+    update's EpisodeSummary.
 
     When no episode completed in this rollout (on any device), the previous means are reported again and
     `completed` (0 then) tells the two cases apart; before the first episode ends anywhere the means are NaN (there
     is no return to report yet, and a 0 would read as a real value: Pendulum's curve would start at the optimum).
     """
-    return_sum, length_sum, count = psum(jnp.stack([tally.return_sum, tally.length_sum, tally.count]), axis_name)
+    return_sum, length_sum, count = tally.return_sum, tally.length_sum, tally.count
     any_done = count > 0
     safe_count = jnp.maximum(count, 1.0)
     mean_return = jnp.where(any_done, return_sum / safe_count, stats.last_mean_return)

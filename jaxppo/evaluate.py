@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxppo.agent import distribution, env_action, initial_carry, make_agent, policy_input
+from jaxppo.agent import Agent, initial_carry, make_agent, policy_input, policy_step
 from jaxppo.config import PPOConfig
 from jaxppo.envs import reset_batch, step_batch
 from jaxppo.normalizers import Normalizers
@@ -22,7 +22,8 @@ class EvalResult(NamedTuple):
 
 
 def make_evaluate(config: PPOConfig, num_episodes: int = 10, deterministic: bool = True, env: Any = None,
-                  env_params: Any = None, max_steps: int | None = None) -> Callable[..., EvalResult]:
+                  env_params: Any = None, max_steps: int | None = None,
+                  agent: Agent | None = None) -> Callable[..., EvalResult]:
     """Build evaluate(params, key, normalizers=None) -> EvalResult over num_episodes parallel episodes (jittable).
 
     Each episode runs from a reset until it terminates or is truncated (its first end); steps after that are
@@ -36,6 +37,8 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 10, deterministic: bool
       env, env_params: an environment instance instead of config.env.
       max_steps: steps to run; default the env's time limit (every episode ends). A smaller value cuts episodes
         short: their length is then max_steps and their return partial.
+      agent: an already built agent (jaxppo.agent.make_agent; e.g. the training run's, custom env included)
+        instead of building one from config / env / env_params.
 
     Returns:
       evaluate(params, key, normalizers=None) -> EvalResult with returns float32 [N] and lengths int32 [N].
@@ -43,7 +46,7 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 10, deterministic: bool
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes={num_episodes}: must be at least 1")
-    agent = make_agent(config, env, env_params)
+    agent = make_agent(config, env, env_params) if agent is None else agent
     limit = agent.spec.max_episode_steps if max_steps is None else int(max_steps)
     if limit is None:
         raise ValueError(f"evaluate: {config.env} has no time limit; pass max_steps=...")
@@ -57,12 +60,11 @@ def make_evaluate(config: PPOConfig, num_episodes: int = 10, deterministic: bool
         def body(loop, t):
             state, obs, mask, carry, first, returns, lengths, running = loop
             act_key, env_key = jax.random.split(jax.random.fold_in(loop_key, t))
-            x = policy_input(config, obs, normalizers)
-            carry, out, _ = agent.network.apply(params, carry, x[None], first[None])
-            dist = distribution(agent, params, out[0], mask)
+            x = policy_input(agent.config, obs, normalizers)
+            carry, dist, _ = policy_step(agent, params, carry, x, first, mask)
             action = dist.mode() if deterministic else dist.sample(act_key)
             state, step = step_batch(agent.env, jax.random.split(env_key, num_episodes), state,
-                                     env_action(agent.spec, action))
+                                     agent.family.to_env(action))
             returns = returns + jnp.where(running, step.reward, 0.0)
             lengths = lengths + running.astype(jnp.int32)
             done = step.terminated | step.truncated

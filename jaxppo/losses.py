@@ -2,7 +2,8 @@
 
 A loss is a parameter of the trainer (`make_train(config, loss_fn=...)`). It receives the parameters, one
 minibatch (`LossInputs`, advantages already normalised with the global minibatch statistics), the traced
-hyperparameters, the config and `evaluate`, which recomputes the action distribution and values of the minibatch
+hyperparameters of the update (schedules applied), the config and `evaluate` (the update's replay,
+`jaxppo.update.make_replay`), which recomputes the action distribution and values of the minibatch
 under the given parameters (replaying whole sequences from their stored carry when the policy has memory). It
 returns (scalar loss, metrics pytree of scalars); every metric leaf becomes a column of the run's metrics.
 Leaf shapes are [N] for feed-forward minibatches and [T, N] for sequences; the losses below are shape-agnostic.
@@ -16,7 +17,6 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxppo.collectives import pmean
 from jaxppo.config import HParams, PPOConfig, value_clip_eps
 from jaxppo.distributions import Distribution
 
@@ -52,14 +52,6 @@ class LossMetrics:
     entropy: jax.Array
     approx_kl: jax.Array
     clip_fraction: jax.Array
-
-
-def normalize_advantages(advantages: jax.Array, axis_name: str | None = None) -> jax.Array:
-    """(A - mean) / (std + 1e-8), mean and (population) std over the global minibatch (reference version: the
-    update computes the statistics of every minibatch of an epoch at once, see update.advantage_statistics)."""
-    mean = pmean(jnp.mean(advantages), axis_name)
-    var = pmean(jnp.mean(jnp.square(advantages - mean)), axis_name)
-    return (advantages - mean) / (jnp.sqrt(var) + 1e-8)
 
 
 def clipped_surrogate_loss(log_probs: jax.Array, old_log_probs: jax.Array, advantages: jax.Array,

@@ -1,13 +1,32 @@
-"""A GRU core whose carry is reset exactly where an episode starts, written for whole sequences.
+"""Memory cores: recurrent modules whose carry is reset exactly where an episode starts, written for whole
+time-major sequences. Every core runs the rollout (T = 1) and the update's replay (T = num_steps) with one code
+path, so replay reproduces the rollout.
+
+ResetGRU (memory="gru"): flax's GRUCell equations,
 
     r = sigmoid(W_ir x + b_ir + W_hr h)
     z = sigmoid(W_iz x + b_iz + W_hz h)
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
-    h' = (1 - z) * n + z * h                                     (flax's GRUCell, the same equations)
+    h' = (1 - z) * n + z * h
 
-The input projections of all T steps are one matmul before the time loop; only h @ W_h runs inside it. Before
-step t the carry is replaced by the initial carry (zeros) where `first[t]` is set, i.e. where the observation of
-step t is the first of an episode, so no memory leaks across an episode boundary, in the rollout and in the update.
+The input projections of all T steps are one matmul before the time loop; only h @ W_h runs inside it.
+
+ResetLRU (memory="lru"): a real-valued gated linear recurrent unit (the RG-LRU of Griffin, De et al. 2024, a gated
+real form of the LRU of Orvieto et al. 2023) with a nonlinear readout,
+
+    r_t = sigmoid(W_r x_t + b_r)                 recurrence gate
+    i_t = sigmoid(W_i x_t + b_i)                 input gate
+    a_t = sigmoid(L) ** (c * r_t)                per-channel decay in (0, 1), c = 8
+    h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * (W_u x_t + b_u))
+    y_t = tanh(W_y [h_t, x_t] + b_y)
+
+No gate reads h, so h_t = a_t h_{t-1} + b_t is linear in h and all T steps are computed by a parallel associative
+scan (depth O(log T)) instead of T dependent steps.
+
+Resets. Before step t the carry is replaced by the initial carry (zeros) where `first[t]` is set, i.e. where the
+observation of step t is the first of an episode, so no memory leaks across an episode boundary, in the rollout and
+in the update. In the linear scan a reset is a_t = 0: the element (0, b_t) composed after anything gives exactly
+(0, b_t), so the scan is exact about resets whatever their position.
 """
 
 from __future__ import annotations
@@ -66,3 +85,98 @@ class ResetGRU(nn.Module):
             return h, h
 
         return lax.scan(step, carry, (x_proj, first))
+
+
+# ------------------------------------------------------------------------------------------------ linear scan
+def _compose(earlier: tuple[jax.Array, jax.Array], later: tuple[jax.Array, jax.Array]):
+    """The affine maps h -> a h + b, `earlier` applied first: (a2 a1, a2 b1 + b2). Associative, so
+    lax.associative_scan can evaluate every prefix in O(log T) depth. A reset (a2 = 0) makes the result (0, b2)
+    exactly: nothing before it survives."""
+    a1, b1 = earlier
+    a2, b2 = later
+    return a2 * a1, a2 * b1 + b2
+
+
+def linear_recurrence(carry: jax.Array, a: jax.Array, b: jax.Array, first: jax.Array) -> jax.Array:
+    """h_t = a_t * h_{t-1} + b_t over the leading (time) axis, h_{-1} = carry, h_{t-1} replaced by zeros where
+    first[t] is set; by one parallel associative scan.
+
+    Args:
+      carry: float32 [B, H]; a, b: float32 [T, B, H]; first: bool [T, B].
+    Returns:
+      h: float32 [T, B, H].
+    """
+    a = jnp.where(first[..., None], 0.0, a)
+    b = b.at[0].add(a[0] * carry)  # fold the carry into step 0 (a[0] is 0 where step 0 starts an episode)
+    if SCAN == "assoc":
+        _, h = lax.associative_scan(_compose, (a, b), axis=0)
+        return h
+    num_steps, shift = a.shape[0], 1
+    while shift < num_steps:
+        a_prev = jnp.concatenate([jnp.ones_like(a[:shift]), a[:-shift]], axis=0)
+        b_prev = jnp.concatenate([jnp.zeros_like(b[:shift]), b[:-shift]], axis=0)
+        a, b = _compose((a_prev, b_prev), (a, b))
+        shift *= 2
+    return b
+SCAN = "ks"
+
+
+def _decay_init(min_rate: float, max_rate: float, power: float):
+    """Initialiser of L such that sigmoid(L) ** power is uniform in [min_rate, max_rate]: the slowest decay per
+    step (the recurrence gate fully open) spans memories of about 1 / (1 - max_rate) to 1 / (1 - min_rate) steps."""
+
+    def init(key, shape, dtype=jnp.float32):
+        rate = jax.random.uniform(key, shape, dtype, min_rate, max_rate) ** (1.0 / power)
+        return jnp.log(rate) - jnp.log1p(-rate)  # logit
+
+    return init
+
+
+class ResetLRU(nn.Module):
+    """Gated real linear recurrent unit over a time-major sequence with resets (see the module docstring).
+    features: carry width H (the output has width H too)."""
+
+    features: int
+    gate_power: float = 8.0  # c: a gate r_t = 1 gives the decay sigmoid(L) ** c
+    min_rate: float = 0.9  # the initial sigmoid(L) ** c lies in [min_rate, max_rate]
+    max_rate: float = 0.999
+
+    def initial_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
+        """float32 [*batch_shape, H] zeros: the carry at the start of every episode."""
+        return jnp.zeros(batch_shape + (self.features,), jnp.float32)
+
+    @nn.compact
+    def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Run the unit over T steps.
+
+        Args:
+          carry: float32 [B, H] carry before step 0.
+          inputs: float32 [T, B, F] features.
+          first: bool [T, B]: step t starts an episode (the carry is reset before it).
+        Returns:
+          (carry after step T-1 [B, H], outputs [T, B, H]).
+        """
+        h_dim = self.features
+        gates = nn.Dense(3 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs)
+        r, i, u = jnp.split(gates, 3, axis=-1)
+        decay = self.param("decay", _decay_init(self.min_rate, self.max_rate, self.gate_power), (h_dim,))
+        log_a = -self.gate_power * jax.nn.sigmoid(r) * jax.nn.softplus(-decay)  # log(sigmoid(L) ** (c r))
+        a = jnp.exp(log_a)
+        # sqrt(1 - a^2) keeps h on the scale of its input; floored so its gradient stays finite as a -> 1.
+        scale = jnp.sqrt(jnp.maximum(-jnp.expm1(2.0 * log_a), 1e-6))
+        h = linear_recurrence(carry, a, scale * jax.nn.sigmoid(i) * u, first)
+        out = jnp.tanh(nn.Dense(h_dim, kernel_init=nn.initializers.lecun_normal(), name="readout")(
+            jnp.concatenate([h, inputs], axis=-1)))
+        return h[-1], out
+
+
+CORES = {"gru": ResetGRU, "lru": ResetLRU}
+"""Memory cores by PPOConfig.memory name. A core is a flax module built as core(features) with
+`initial_carry(batch_shape)` and `__call__(carry, inputs [T, B, F], first bool [T, B]) -> (carry, outputs [T, B, H])`,
+resetting its carry before every step whose `first` is set."""
+
+
+def make_core(name: str, features: int, **module_args) -> nn.Module:
+    """The memory core called `name` with carry width `features` (module_args: flax's, e.g. parent=None for a
+    free-standing instance whose initial_carry is asked outside a network)."""
+    return CORES[name](features, **module_args)

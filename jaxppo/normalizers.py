@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxppo.collectives import Moments, combine_moments, gather, local_moments
+from jaxppo.collectives import Moments, combine_moments
 
 VARIANCE_EPS = 1e-8
 
@@ -52,11 +52,6 @@ def merge_moments(moments: RunningMoments, gathered: Moments, count_per_device: 
     mean = moments.mean + delta * batch_count / total
     m2 = moments.var * moments.count + batch_var * batch_count + jnp.square(delta) * moments.count * batch_count / total
     return RunningMoments(mean=mean, var=m2 / total, count=total)
-
-
-def update_moments(moments: RunningMoments, batch: jax.Array, axis_name: str | None = None) -> RunningMoments:
-    """Merge a batch [N, *shape] (this device's share of an equal split over axis_name) into the running moments."""
-    return merge_moments(moments, gather(local_moments(batch, (0,)), axis_name), batch.shape[0])
 
 
 def normalize_obs(moments: RunningMoments, obs: jax.Array, clip: float) -> jax.Array:

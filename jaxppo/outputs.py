@@ -1,16 +1,18 @@
 """Every file a run writes and reads back: config.json, run.json, metrics.csv, summary.json, final parameters,
-eval.csv / eval.json, sweep.csv; and `load_run`, a trained run as a ready policy.
+eval.csv / eval.json, sweep.csv. (`jaxppo.loading` turns a finished run's files into policies.)
 
 Writes never follow a link planted in the run folder: whole files are written to a fresh temporary file created
 exclusively (O_EXCL | O_NOFOLLOW) in the destination folder, flushed, then renamed over the target, which replaces a
 link rather than writing through it. Files that are appended to (metrics.csv, eval.csv) are opened with
-O_NOFOLLOW. Parameters carry a SHA-256 checksum that is verified on every read.
+O_NOFOLLOW. Parameters carry a SHA-256 checksum and the digest of the config they were trained with, both verified before the
+file is parsed. A write that fails (disk full, read-only folder, file size limit) is one WriteError naming the file.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -22,7 +24,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxppo.config import PPOConfig
+from jaxppo.config import LAYOUT, PPOConfig, fields_with
 
 FINAL_WINDOW = 10
 """final_return averages the episode return over this many last updates (fewer if the run is shorter)."""
@@ -38,18 +40,33 @@ class OutputError(ValueError):
     """A run file that is missing, damaged or of another kind; the message names the file and the problem."""
 
 
+class WriteError(OutputError):
+    """A run file that could not be written (disk full, read-only, size limit); names the file and the reason."""
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    return WriteError(f"cannot write {path}: {error.strerror or type(error).__name__}; free space or choose "
+                      "another folder (the run's earlier files are intact)")
+
+
 # ------------------------------------------------------------------------------------------------- safe io
 def write_bytes(path: Path, data: bytes) -> None:
     """Replace path with data atomically, never writing through a link (see the module docstring)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        raise _write_error(path, error) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, error) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -74,10 +91,19 @@ def read_json(path: Path, what: str = "a JSON object") -> dict[str, Any]:
 
 
 def _append_text(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "a", newline="") as handle:
-        handle.write(text)
-        handle.flush()
+    """Append text (never through a link: OSError ELOOP); a failed write is a WriteError."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise
+        raise _write_error(Path(path), error) from None
+    try:
+        with os.fdopen(fd, "a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+    except OSError as error:
+        raise _write_error(Path(path), error) from None
 
 
 def sha256(data: bytes) -> str:
@@ -122,6 +148,17 @@ def metrics_columns(metrics: Any) -> dict[str, np.ndarray]:
     """Metrics (leaves [S, U]: seeds, updates) -> {column: array [S, U]}, env_steps first, then every leaf named
     by its field (nested loss metrics by their own names). None fields are left out."""
     columns: dict[str, np.ndarray] = {"env_steps": np.asarray(metrics.env_steps)}
+    columns.update((name, np.asarray(leaf)) for name, leaf in _metric_leaves(metrics))
+    return columns
+
+
+def metric_names(metrics: Any) -> list[str]:
+    """The column names metrics_columns gives, for metrics of any leaves (e.g. jax.eval_shape's)."""
+    return ["env_steps"] + [name for name, _ in _metric_leaves(metrics)]
+
+
+def _metric_leaves(metrics: Any) -> list[tuple[str, Any]]:
+    leaves: list[tuple[str, Any]] = []
     for f in dataclasses.fields(metrics):
         value = getattr(metrics, f.name)
         if f.name in ("update", "steps_per_update") or value is None:
@@ -130,13 +167,14 @@ def metrics_columns(metrics: Any) -> dict[str, np.ndarray]:
             import jax
 
             for path, leaf in jax.tree_util.tree_flatten_with_path(value)[0]:
-                name = leaf_name(path)
-                if name in columns:
-                    raise ValueError(f"loss metric {name!r} collides with another metric column")
-                columns[name] = np.asarray(leaf)
+                leaves.append((leaf_name(path), leaf))
         else:
-            columns[f.name] = np.asarray(value)
-    return columns
+            leaves.append((f.name, value))
+    names = ["env_steps"] + [name for name, _ in leaves]
+    clashes = sorted({name for name in names if names.count(name) > 1})
+    if clashes:
+        raise ValueError(f"loss metric {clashes[0]!r} collides with another metric column")
+    return leaves
 
 
 def leaf_name(path) -> str:
@@ -185,10 +223,11 @@ def append_metrics_csv(path: Path, columns: dict[str, np.ndarray], first_update:
 
 
 def read_metrics_csv(path: str | Path, max_updates: int | None = None) -> dict[str, np.ndarray]:
-    """metrics.csv -> {column: array [S, U]} (rows in any order; an unterminated last row is ignored).
+    """metrics.csv -> {column: array [S, U]} (rows in any order; an unterminated last row is ignored). Columns whose
+    every value is an integer come back as int64 (so rewriting them gives the same bytes), the others as float64.
 
-    OutputError naming the file when it is missing, empty, not numeric, has holes, or (with max_updates) rows
-    beyond the run's length.
+    OutputError naming the file when it is missing, empty, not numeric, has holes, a repeated column or row, or
+    (with max_updates) rows beyond the run's length.
     """
     path = Path(path)
     try:
@@ -203,6 +242,9 @@ def read_metrics_csv(path: str | Path, max_updates: int | None = None) -> dict[s
     if len(rows) < 2 or rows[0][:2] != ["seed", "update"]:
         raise OutputError(f"{path} has no metric rows (expected a header starting 'seed,update' and rows)")
     names = rows[0][2:]
+    repeated = sorted({n for n in names if names.count(n) > 1} | ({"seed", "update"} & set(names)))
+    if repeated:
+        raise OutputError(f"{path} has the column {repeated[0]!r} twice; it is damaged")
     try:
         keys = [(int(r[0]), int(r[1])) for r in rows[1:]]
         values = np.array([[float(v) for v in r[2:]] for r in rows[1:]], np.float64)
@@ -215,15 +257,49 @@ def read_metrics_csv(path: str | Path, max_updates: int | None = None) -> dict[s
     limit = max_updates if max_updates is not None else 10_000_000
     if min(u for _, u in keys) < 1 or num_updates > limit or len(seeds) > 100_000:
         raise OutputError(f"{path} has update numbers outside 1..{limit} or too many seeds; it is damaged")
-    out = np.full((len(names), len(seeds), num_updates), np.nan)
-    seen = np.zeros((len(seeds), num_updates), bool)
-    seed_index = {s: i for i, s in enumerate(seeds)}
-    for (s, u), row in zip(keys, values):
-        out[:, seed_index[s], u - 1] = row
-        seen[seed_index[s], u - 1] = True
-    if not seen.all():
+    if len(set(keys)) != len(keys):
+        seed, update = next(k for k, count in _counts(keys).items() if count > 1)
+        raise OutputError(f"{path} holds the row of seed {seed}, update {update} twice; it is damaged")
+    if len(keys) != len(seeds) * num_updates:  # checked before allocating [seeds x updates]
         raise OutputError(f"{path} misses rows for some seed and update; it is damaged")
-    return dict(zip(names, out))
+    seed_index = {s: i for i, s in enumerate(seeds)}
+    order = np.asarray([seed_index[s] * num_updates + u - 1 for s, u in keys])
+    columns = {}
+    for index, name in enumerate(names):
+        cells = [r[2 + index] for r in rows[1:]]
+        if all(_is_int_text(c) for c in cells):
+            column = np.zeros(len(seeds) * num_updates, np.int64)
+            column[order] = [int(c) for c in cells]
+        else:
+            column = np.zeros(len(seeds) * num_updates, np.float64)
+            column[order] = values[:, index]
+        columns[name] = column.reshape(len(seeds), num_updates)
+    return columns
+
+
+def check_metrics_columns(path: Path, columns: dict[str, np.ndarray], names: list[str], num_seeds: int) -> None:
+    """OutputError unless metrics.csv's columns are exactly `names` (in order) for num_seeds seeds (a resumed run
+    appends to it and rewrites it at the end: a renamed, extra or missing column would fail only then)."""
+    if list(columns) != list(names):
+        extra, missing = sorted(set(columns) - set(names)), sorted(set(names) - set(columns))
+        detail = (f"unexpected {extra}" if extra else "") + ("; " if extra and missing else "") + (
+            f"missing {missing}" if missing else "") or "columns out of order"
+        raise OutputError(f"{path} does not have this run's metric columns ({detail}); it is damaged or from "
+                          "another run")
+    seeds = next(iter(columns.values())).shape[0]
+    if seeds != num_seeds:
+        raise OutputError(f"{path} holds {seeds} seed(s), the run has {num_seeds}; it is damaged or from another run")
+
+
+def _counts(items: list) -> dict:
+    counts: dict = {}
+    for item in items:
+        counts[item] = counts.get(item, 0) + 1
+    return counts
+
+
+def _is_int_text(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 # --------------------------------------------------------------------------------------------- parameters
@@ -233,7 +309,7 @@ def params_bytes(params: Any, normalizers: Any) -> bytes:
     return serialization.to_bytes({"params": params, "normalizers": normalizers})
 
 
-LAYOUT_FIELDS = ("num_devices",)
+LAYOUT_FIELDS = fields_with(PPOConfig, LAYOUT)
 """Config fields that choose where a run executes, not what it learns (they may change on resume)."""
 
 
@@ -252,26 +328,47 @@ def write_params(path: Path, params: Any, normalizers: Any, config: PPOConfig | 
     write_bytes(path, data)
 
 
+def verified_params_bytes(path: str | Path, config: PPOConfig | None = None) -> bytes:
+    """The bytes of a write_params file, returned only once they match the sidecar's checksum and (with config)
+    config is the one they were trained with: nothing is parsed before. OutputError naming the file otherwise."""
+    path = Path(path)
+    sidecar = Path(str(path) + ".sha256")
+    try:
+        data = path.read_bytes()
+        digests = sidecar.read_text().split()
+    except FileNotFoundError as error:
+        raise OutputError(f"{error.filename} is missing") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise OutputError(f"{sidecar if isinstance(error, UnicodeDecodeError) else error.filename} is not readable "
+                          f"({type(error).__name__})") from None
+    if not digests or not all(_is_sha256(d) for d in digests) or len(digests) > 2:
+        raise OutputError(f"{sidecar} is damaged (expected the file's SHA-256 and its config's)")
+    if sha256(data) != digests[0]:
+        raise OutputError(f"{path} does not match its checksum: the file is damaged or was edited")
+    if config is not None:
+        if len(digests) < 2:
+            raise OutputError(f"{sidecar} has no config digest, so {path.parent / CONFIG} cannot be checked against "
+                              "the config these parameters were trained with")
+        if config_digest(config) != digests[1]:
+            raise OutputError(f"{path.parent / CONFIG} is not the config these parameters were trained with (edited "
+                              "after training?)")
+    return data
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def read_params(path: str | Path, template: dict[str, Any], config: PPOConfig | None = None) -> dict[str, Any]:
     """Read write_params output into the structure of template {'params': ..., 'normalizers': ...}; OutputError
     when the checksum does not match (a damaged or edited file), the config differs from the one trained with,
-    or the structure differs."""
+    or the structure differs. Verified before parsed (verified_params_bytes)."""
     from flax import serialization
 
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-        digests = Path(str(path) + ".sha256").read_text().split()
-    except FileNotFoundError as error:
-        raise OutputError(f"{error.filename} is missing") from None
-    if not digests or sha256(data) != digests[0]:
-        raise OutputError(f"{path} does not match its checksum: the file is damaged or was edited")
-    if config is not None and len(digests) > 1 and config_digest(config) != digests[1]:
-        raise OutputError(f"{path.parent / CONFIG} is not the config these parameters were trained with (edited "
-                          "after training?)")
+    data = verified_params_bytes(path, config)
     try:
         return serialization.from_bytes(template, data)
-    except (ValueError, KeyError, TypeError) as error:
+    except Exception as error:  # noqa: BLE001 - msgpack and flax raise many types for bytes of another structure
         raise OutputError(f"{path} does not match the run's config ({str(error)[:200]})") from None
 
 
@@ -313,77 +410,6 @@ def write_sweep_csv(path: Path, names: list[str], rows: list[dict[str, float]], 
         writer.writerow([repr(row[n]) for n in names] + [repr(row[k]) for k in ("mean", "std", "min", "max")]
                         + [";".join(repr(float(r)) for r in per_seed)])
     write_bytes(path, buffer.getvalue().encode())
-
-
-# ----------------------------------------------------------------------------------------------- loading
-class LoadedRun(NamedTuple):
-    """A finished run, ready to act (see load_run)."""
-
-    config: PPOConfig
-    params: Any  # one seed's parameters
-    normalizers: Any  # that seed's normaliser statistics
-    act: Any  # act(obs, key=None, **kwargs) -> env actions (see make_policy; carry/first with memory)
-    num_seeds: int
-
-
-def read_final_params(run_dir: Path) -> tuple[PPOConfig, dict[str, Any], int]:
-    """(config with num_devices=1, {'params', 'normalizers'} with leaves [S, ...], S) of a finished run folder."""
-    import jax
-    from flax import serialization
-
-    from jaxppo.agent import make_agent
-    from jaxppo.networks import init_params
-    from jaxppo.normalizers import init_normalizers
-
-    run_dir = Path(run_dir)
-    trained = read_config(run_dir)
-    config = dataclasses.replace(trained, num_devices=1)
-    try:
-        agent = make_agent(config)
-    except ValueError as error:
-        raise OutputError(f"{run_dir / CONFIG}: {error}") from None
-    single = {"params": jax.eval_shape(lambda k: init_params(agent.network, agent.spec, k), jax.random.key(0)),
-              "normalizers": jax.eval_shape(lambda: init_normalizers(agent.spec.obs_shape))}
-    path = run_dir / PARAMS
-    try:
-        raw = serialization.msgpack_restore(path.read_bytes())
-    except FileNotFoundError:
-        raise OutputError(f"{path} is missing; the run has not finished (jaxppo train --resume {run_dir})") from None
-    except ValueError as error:
-        raise OutputError(f"{path} is unreadable: {error}") from None
-    first = jax.tree.leaves(raw.get("params", {})) if isinstance(raw, dict) else []
-    reference = jax.tree.leaves(single["params"])
-    if not first or np.ndim(first[0]) != len(reference[0].shape) + 1:
-        raise OutputError(f"{path} does not hold per-seed parameters of the config in {run_dir / CONFIG}")
-    num_seeds = int(np.shape(first[0])[0])
-    template = jax.tree.map(lambda x: np.zeros((num_seeds,) + tuple(x.shape), x.dtype), single)
-    return config, read_params(path, template, trained), num_seeds
-
-
-def load_run(run_dir: str | Path, seed_index: int = 0) -> LoadedRun:
-    """A trained run folder in one line: config, one seed's parameters and normaliser statistics, and act().
-
-        run = jaxppo.load("runs/cartpole")
-        action = run.act(obs)                  # greedy; run.act(obs, key) samples
-
-    act(obs, key=None, action_mask=None, carry=None, first=None) applies the saved observation statistics; with
-    memory it returns (actions, carry) like make_policy's act.
-    """
-    import jax
-
-    from jaxppo.agent import make_policy
-
-    config, saved, num_seeds = read_final_params(Path(run_dir))
-    if not 0 <= seed_index < num_seeds:
-        raise ValueError(f"seed_index={seed_index}: the run has {num_seeds} seed(s)")
-    params = jax.tree.map(lambda x: x[seed_index], saved["params"])
-    normalizers = jax.tree.map(lambda x: x[seed_index], saved["normalizers"])
-    policy = make_policy(config)
-
-    def act(obs, key=None, **kwargs):
-        return policy(params, obs, key, normalizers=normalizers, **kwargs)
-
-    return LoadedRun(config, params, normalizers, act, num_seeds)
 
 
 def finite_or_none(value: float) -> float | None:

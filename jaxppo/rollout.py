@@ -15,8 +15,7 @@ import jax.numpy as jnp
 from flax import struct
 from jax import lax
 
-from jaxppo.agent import Agent, distribution, env_action, initial_carry, policy_input
-from jaxppo.distributions import noise_from_bits
+from jaxppo.agent import Agent, initial_carry, policy_input, policy_step
 from jaxppo.envs import reset_batch, step_batch
 from jaxppo.episodes import EpisodeStats, EpisodeTally, empty_tally, init_episode_stats, track_episodes
 from jaxppo.networks import Carry
@@ -57,7 +56,7 @@ class Transition:
 
 def rollout_randomness(agent: Agent, key: jax.Array, num_steps: int,
                        env_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """All randomness of a rollout at once: (action noise float32 [T, B, A or D], env step keys [T, B]).
+    """All randomness of a rollout at once: (action noise float32 [T, B, noise_size], env step keys [T, B]).
 
     Environment e at step t draws its words from the counter (e, t) of the rollout key (jaxppo.random_words): the
     action noise and the raw data of the key its env step uses. One threefry evaluation for the whole rollout,
@@ -65,12 +64,12 @@ def rollout_randomness(agent: Agent, key: jax.Array, num_steps: int,
     """
     impl = jax.random.key_impl(key)
     key_words = jax.random.key_data(key).shape[-1]
-    num_outputs = agent.spec.num_actions
+    noise_size = agent.family.noise_size
     counters = (env_ids.astype(jnp.uint32)[None, :] * jnp.uint32(num_steps)
                 + jnp.arange(num_steps, dtype=jnp.uint32)[:, None])  # [T, B]: unique (env, step) pairs
-    drawn = words(key, counters, num_outputs + key_words)  # [T, B, A + key words]
-    noise = noise_from_bits(agent.spec.continuous, drawn[..., :num_outputs])
-    step_keys = jax.random.wrap_key_data(drawn[..., num_outputs:], impl=impl)
+    drawn = words(key, counters, noise_size + key_words)  # [T, B, noise + key words]
+    noise = agent.family.noise(drawn[..., :noise_size])
+    step_keys = jax.random.wrap_key_data(drawn[..., noise_size:], impl=impl)
     return noise, step_keys
 
 
@@ -101,17 +100,16 @@ def env_step(agent: Agent, params, carry: EnvCarry, tally: EpisodeTally, noise: 
     """Act in and step B environments once with pre-drawn randomness; episodes that end go to the tally.
 
     Args:
-      noise: float32 [B, A or D] action noise; step_keys: [B] env step keys.
+      noise: float32 [B, noise_size] action noise; step_keys: [B] env step keys.
     Returns:
       (carry, tally, transition without the time axis).
     """
     config = agent.config
     x = policy_input(config, carry.obs, normalizers)
-    memory, policy_out, value = agent.network.apply(params, carry.memory, x[None], carry.first[None])
-    dist = distribution(agent, params, policy_out[0], carry.action_mask)
+    memory, dist, value = policy_step(agent, params, carry.memory, x, carry.first, carry.action_mask)
     action = dist.sample_from(noise)
     log_prob = dist.log_prob(action)
-    env_state, step = step_batch(agent.env, step_keys, carry.env_state, env_action(agent.spec, action))
+    env_state, step = step_batch(agent.env, step_keys, carry.env_state, agent.family.to_env(action))
     done = step.terminated | step.truncated
     bootstrap = _bootstrap_values(agent, params, memory, step.final_obs, step.truncated, normalizers)
     reward = step.reward
@@ -125,7 +123,7 @@ def env_step(agent: Agent, params, carry: EnvCarry, tally: EpisodeTally, noise: 
         invalid = jnp.sum(~jnp.any(step.action_mask, axis=-1)).astype(jnp.float32)
     transition = Transition(
         obs=carry.obs, action_mask=carry.action_mask, first=carry.first, action=action, log_prob=log_prob,
-        value=value[0], reward=reward, terminated=step.terminated, truncated=step.truncated,
+        value=value, reward=reward, terminated=step.terminated, truncated=step.truncated,
         bootstrap_value=bootstrap, discounted_return=discounted_return, invalid_masks=invalid,
     )
     carry = EnvCarry(

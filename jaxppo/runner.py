@@ -2,14 +2,20 @@
 
     result = jaxppo.runner.train_run(config, Path("runs/x"), RunOptions(num_seeds=4, checkpoint_every=50))
     result = jaxppo.runner.resume_run(Path("runs/x"))
+    result = jaxppo.runner.start_or_resume(config, Path("runs/x"), options)   # idempotent: what a requeue runs
 
-A run trains `num_seeds` seeds in one vmapped program, cut into compiled chunks of K updates (one program serves
-every chunk, shorter ones included). After each chunk the host appends metrics.csv, feeds TensorBoard / W&B,
-guards against non-finite values, evaluates and checkpoints on schedule (multiples of the intervals, also after
-an unaligned resume), and honours a stop request: SIGTERM or Ctrl-C finish the chunk, write a checkpoint and return
-(a second signal ends the process at once; checkpoints are committed atomically, so nothing is corrupted).
-Resumed runs equal uninterrupted ones bitwise on CPU: the state carries its own update counter, keys and
-normaliser statistics, and the same compiled chunk program runs both.
+A run trains `num_seeds` seeds in one vmapped program, cut into compiled chunks (one program of K updates serves
+every chunk, shorter ones included). After each chunk the loop calls the run's after-chunk hooks (jaxppo.hooks):
+metrics.csv and the trackers, the non-finite guard, periodic evaluation and checkpoints on schedule (multiples of
+their intervals, also after an unaligned resume). Chunks are bounded by memory (their metrics) and by time (about
+CHUNK_SECONDS once the speed is known), so a stop request is honoured within about a minute whatever the total:
+SIGTERM or Ctrl-C, from the start of the call to its end, finish the current chunk, write a checkpoint and return
+(a second signal ends the process at once; checkpoints and files are committed atomically, so nothing is
+corrupted). Resumed runs equal uninterrupted ones bitwise on CPU, files included: the state carries its own update
+counter, keys, hyperparameters and normaliser statistics, and the same compiled chunk program runs both.
+
+A resumed run checks that its folder's files (config.json, run.json, metrics.csv) and its checkpoint belong to the
+same run before anything is written; an intended longer run is `resume_run(..., extend_total_timesteps=N)`.
 """
 
 from __future__ import annotations
@@ -30,41 +36,44 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxppo import outputs, run_folder
-from jaxppo.config import HParams, PPOConfig
-from jaxppo.footprint import check_fits
-from jaxppo.loggers import log_metrics_history, make_seed_loggers
-from jaxppo.progress import ProgressPrinter
+from jaxppo.config import RESUMABLE, HParams, PPOConfig, field, fields_with
+from jaxppo.distributed import agree_on_settings, gather_json, host_tree, sync_processes
+from jaxppo.footprint import METRICS_PER_UPDATE, check_eval_fits, check_fits
+from jaxppo.guard import RunStopped
+from jaxppo.hooks import Checkpointer, ChunkDone, Guard, MetricsWriter, PeriodicEval, intervals, is_due
 from jaxppo.losses import LossFn, ppo_loss
+from jaxppo.progress import ProgressPrinter
 from jaxppo.train import ProgressFn, make_train_parts
+
+__all__ = ["RESUMABLE_OPTIONS", "ChunkedRun", "RunOptions", "RunResult", "RunStopped", "chunk_length", "next_stop",
+           "resume_run", "start_or_resume", "train_run"]
 
 DEFAULT_CHUNKS = 20
 """Without intervals, a run is cut into about this many chunks, so its files and trackers fill as it goes."""
-
-GUARDED = ("grad_norm", "learning_rate", "explained_variance")
-"""Metrics checked for NaN/Inf after every chunk, besides every loss metric (episode returns may legitimately be
-NaN before the first episode ends)."""
-
-
-class RunStopped(RuntimeError):
-    """Training stopped because something went wrong (non-finite values, replicas out of sync, an env without a
-    legal action); the message says what, where, and which checkpoint was kept."""
+CHUNK_SECONDS = 20.0
+"""Wall time a chunk aims at once the speed is known: a stop (honoured at a chunk end) waits about this long."""
+FIRST_CHUNK_UPDATES = 16
+"""Updates of the first chunk of a call, before its speed is known."""
+MAX_CHUNK_METRICS_BYTES = 64 * 2**20
+"""The metrics a chunk keeps until it ends are bounded by this (it caps K for long runs of many seeds)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
-    """How a run is executed and recorded (what is learned is the PPOConfig)."""
+    """How a run is executed and recorded (what is learned is the PPOConfig). Fields marked RESUMABLE may change
+    when the run is resumed (`fields_with(RunOptions, RESUMABLE)`); seed and num_seeds are part of its identity."""
 
     seed: int = 0
     num_seeds: int = 1
-    chunk_updates: int = 0  # 0: the smallest interval below, else about DEFAULT_CHUNKS chunks
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    eval_episodes: int = 10
-    tensorboard: bool = False
-    wandb_project: str | None = None
-    wandb_mode: str = "offline"
-    check_sync: bool = False
+    chunk_updates: int = field(0, RESUMABLE)  # 0: the smallest interval below, else about DEFAULT_CHUNKS chunks
+    checkpoint_every: int = field(0, RESUMABLE)
+    keep_checkpoints: int = field(3, RESUMABLE)
+    eval_every: int = field(0, RESUMABLE)
+    eval_episodes: int = field(10, RESUMABLE)
+    tensorboard: bool = field(False, RESUMABLE)
+    wandb_project: str | None = field(None, RESUMABLE)
+    wandb_mode: str = field("offline", RESUMABLE)
+    check_sync: bool = field(False, RESUMABLE)
     preset: str | None = None
 
     def validate(self) -> None:
@@ -87,6 +96,10 @@ class RunOptions:
     def from_json(cls, values: dict[str, Any]) -> RunOptions:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
+
+
+RESUMABLE_OPTIONS = fields_with(RunOptions, RESUMABLE)
+"""The options a resume may change (they do not change what is learned): declared once, on RunOptions."""
 
 
 class RunResult(NamedTuple):
@@ -115,20 +128,20 @@ class ChunkedRun:
                                       check_replicas=check_replicas)
         self.hparams = HParams.from_config(config)
         self.compile_seconds = 0.0
-        self._init = jax.jit(jax.vmap(self.parts.init))
+        self._init = jax.jit(jax.vmap(self.parts.init, in_axes=(0, None)))
         self._chunk: Callable | None = None
 
     def init(self, keys: jax.Array):
         """Initial state [S, ...] for keys [S]."""
-        return self._init(keys)
+        return self._init(keys, self.hparams)
 
     def compile(self, state) -> float:
         """Compile the chunk program for states like `state` (once); returns the seconds it took."""
         if self._chunk is None:
             parts, size = self.parts, self.chunk_updates
-            fn = jax.jit(jax.vmap(lambda s, hp, n: parts.run(s, hp, size, n), in_axes=(0, None, None)))
+            fn = jax.jit(jax.vmap(lambda s, n: parts.run(s, size, n), in_axes=(0, None)))
             start = time.perf_counter()
-            self._chunk = fn.lower(state, self.hparams, jnp.int32(size)).compile()
+            self._chunk = fn.lower(state, jnp.int32(size)).compile()
             self.compile_seconds += time.perf_counter() - start
         return self.compile_seconds
 
@@ -136,57 +149,50 @@ class ChunkedRun:
         """num_updates (<= chunk_updates) updates from state: (state, host metrics [S, num_updates], seconds)."""
         self.compile(state)
         start = time.perf_counter()
-        state, metrics = jax.block_until_ready(self._chunk(state, self.hparams, jnp.int32(num_updates)))
+        state, metrics = jax.block_until_ready(self._chunk(state, jnp.int32(num_updates)))
         seconds = time.perf_counter() - start
         metrics = jax.tree.map(lambda x: x[:, :num_updates], host_tree(metrics))
         return state, metrics, seconds
 
 
-def host_tree(tree):
-    """Device arrays -> numpy; replicated arrays of a multi-process run are read from a local replica."""
-
-    def leaf(x):
-        return np.asarray(x if getattr(x, "is_fully_addressable", True) else x.addressable_data(0))
-
-    return jax.tree.map(leaf, tree)
-
-
 def chunk_length(config: PPOConfig, options: RunOptions) -> int:
-    """Updates per compiled chunk: chunk_updates, else the smallest interval, else about DEFAULT_CHUNKS chunks."""
+    """Updates of the compiled chunk program (the longest chunk): chunk_updates, else the smallest interval, else
+    about DEFAULT_CHUNKS chunks; never more than the run, nor more than MAX_CHUNK_METRICS_BYTES of metrics."""
     chosen = [n for n in (options.chunk_updates, options.checkpoint_every, options.eval_every) if n]
     default = max(1, math.ceil(config.num_updates / DEFAULT_CHUNKS))
-    return min(min(chosen) if chosen else default, config.num_updates)
+    memory = max(1, MAX_CHUNK_METRICS_BYTES // (4 * METRICS_PER_UPDATE * options.num_seeds))
+    return min(min(chosen) if chosen else default, config.num_updates, memory)
 
 
-def next_stop(done: int, config: PPOConfig, options: RunOptions, chunk: int, stop_at: int) -> int:
-    """The update count after the next chunk: a chunk ends at the next multiple of every interval (so checkpoints
-    and evaluations stay on schedule after any resume), at stop_at, or after `chunk` updates."""
-    candidates = [done + chunk, stop_at, config.num_updates]
-    for interval in (options.checkpoint_every, options.eval_every):
-        if interval:
-            candidates.append((done // interval + 1) * interval)
-    return min(candidates)
+class ChunkPace:
+    """Updates of the next chunk: FIRST_CHUNK_UPDATES until a chunk has been timed, then as many as take about
+    CHUNK_SECONDS; never more than the compiled program's `limit`."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.seconds_per_update: float | None = None
+
+    def next(self) -> int:
+        if self.seconds_per_update is None:
+            return min(self.limit, FIRST_CHUNK_UPDATES)
+        return max(1, min(self.limit, int(CHUNK_SECONDS / max(self.seconds_per_update, 1e-9))))
+
+    def record(self, updates: int, seconds: float) -> None:
+        self.seconds_per_update = seconds / max(updates, 1)
 
 
-def find_nonfinite(metrics: dict[str, np.ndarray], loss_names: list[str], first_update: int) -> str | None:
-    """A message naming the first update and metric that is not finite, else None."""
-    for name in list(loss_names) + [n for n in GUARDED if n in metrics]:
-        values = np.asarray(metrics[name])
-        bad = np.argwhere(~np.isfinite(values))
-        if bad.size:
-            seed, update = bad[0]
-            return (f"non-finite {name} ({values[seed, update]}) at update {first_update + update + 1} "
-                    f"(seed index {seed})")
-    return None
+def next_stop(done: int, chunk: int, stop_at: int, every: list[int]) -> int:
+    """The update count after the next chunk: a chunk ends at the next multiple of every interval in `every` (so
+    checkpoints and evaluations stay on schedule after any resume), at stop_at, or after `chunk` updates."""
+    return min([done + chunk, stop_at] + [(done // n + 1) * n for n in every if n])
 
 
-def nonfinite_params(params: Any, after_update: int) -> str | None:
-    """A message naming the first parameter array holding NaN/Inf (reduced on the device), else None."""
-    finite = host_tree(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params))
-    for path, leaf in jax.tree_util.tree_flatten_with_path(finite)[0]:
-        if not leaf:
-            return f"non-finite parameters {jax.tree_util.keystr(path)} after update {after_update}"
-    return None
+def _agree_on_chunk(stop: bool, proposed: int) -> tuple[bool, int]:
+    """(any process asked to stop, the shortest proposed chunk): every process runs the same chunks."""
+    if jax.process_count() == 1:
+        return stop, proposed
+    everyone = gather_json([stop, proposed])
+    return any(s for s, _ in everyone), min(n for _, n in everyone)
 
 
 # ------------------------------------------------------------------------------------------- stop requests
@@ -221,60 +227,15 @@ class StopRequests:
                 signal.signal(sig, handler)
 
 
-def sync_processes(name: str) -> None:
-    """Wait until every process of a multi-host run got here (no-op on one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
-
-
-def agree_across_processes(flag: bool) -> bool:
-    """True if any process raised flag (every process must stop after the same chunk)."""
-    if jax.process_count() == 1:
-        return flag
-    from jax.experimental import multihost_utils
-
-    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
-
-
-def agree_on_settings(config: PPOConfig, options: RunOptions) -> None:
-    """Every process of a multi-host run must train the same config with the same options: ValueError naming
-    the fields that differ from process 0's (checked once, right after joining)."""
-    if jax.process_count() == 1:
-        return
-    import json
-
-    from jax.experimental import multihost_utils
-
-    mine = {"config": outputs.config_to_dict(config), "options": options.to_json()}
-    text = json.dumps(mine, sort_keys=True).encode()
-    size = 1 << max(12, (len(text) + 4).bit_length())
-    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([size], np.int32))).reshape(-1)
-    buffer = np.zeros(int(sizes.max()), np.uint8)
-    buffer[:4] = np.frombuffer(np.int32(len(text)).tobytes(), np.uint8)
-    buffer[4:4 + len(text)] = np.frombuffer(text, np.uint8)
-    everyone = np.asarray(multihost_utils.process_allgather(buffer)).reshape(jax.process_count(), -1)
-    decoded = [json.loads(row[4:4 + int(np.frombuffer(row[:4].tobytes(), np.int32)[0])].tobytes()) for row in everyone]
-    reference = decoded[0]
-    for process, other in enumerate(decoded[1:], start=1):
-        differing = [f"{part}.{name} (process 0: {reference[part].get(name)!r}, process {process}: "
-                     f"{other[part].get(name)!r})" for part in ("config", "options")
-                     for name in sorted(set(reference[part]) | set(other[part]))
-                     if reference[part].get(name) != other[part].get(name)]
-        if differing:
-            raise ValueError(f"the processes of this run were started with different settings: "
-                             f"{', '.join(differing)}; start every process with the same flags")
-
-
 # ------------------------------------------------------------------------------------------------- the run
 class _Run:
-    """One call of a run: the pieces the chunk loop needs."""
+    """One call of a run: the compiled program, the checkpoint store and the after-chunk hooks."""
 
     def __init__(self, config: PPOConfig, out: Path, options: RunOptions, quiet: bool, stream: TextIO,
-                 env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss):
+                 env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
+                 may_differ: tuple[str, ...] = ()):
         self.config, self.out, self.options, self.stream = config, out, options, stream
-        agree_on_settings(config, options)
+        agree_on_settings({"config": outputs.config_to_dict(config), "options": options.to_json()})
         self.lead = jax.process_index() == 0
         self.seeds = list(range(options.seed, options.seed + options.num_seeds))
         self.chunk = chunk_length(config, options)
@@ -282,11 +243,16 @@ class _Run:
             config.num_updates, config.batch_size, num_seeds=options.num_seeds, stream=stream)
         self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer, options.check_sync, env, env_params,
                                  loss_fn)
-        check_fits(config, self.runner.parts.agent.spec, options.num_seeds, config.num_devices,
-                   jax.local_devices()[0])
+        self.agent = self.runner.parts.agent  # built once: training, evaluation and checkpoints share it
+        device = jax.local_devices()[0]
+        check_fits(config, self.agent.spec, options.num_seeds, config.num_devices, device, self.chunk)
+        if options.eval_every:
+            check_eval_fits(config, self.agent.spec, options.eval_episodes, options.num_seeds, device,
+                            flag="eval_episodes")
+        self.may_differ = may_differ
+        self.pace = ChunkPace(self.chunk)
         self.store = None
-        self.loggers: list = []
-        self.evaluate = None
+        self.hooks: list = []
         self.train_seconds = 0.0
 
     def say(self, text: str) -> None:
@@ -297,18 +263,34 @@ class _Run:
         if self.store is None:
             from jaxppo.checkpoint import CheckpointStore
 
-            self.store = CheckpointStore(self.out / outputs.CHECKPOINTS, self.config, self.options.keep_checkpoints)
+            self.store = CheckpointStore(self.out / outputs.CHECKPOINTS, self.config, self.options.keep_checkpoints,
+                                         self.options.seed, self.options.num_seeds, self.may_differ)
         return self.store
 
-    def open_loggers(self, purge_step: int | None) -> None:
-        if self.lead and (self.options.tensorboard or self.options.wandb_project is not None):
-            self.loggers = make_seed_loggers(self.out, self.seeds, self.options.tensorboard,
-                                             self.options.wandb_project, self.options.wandb_mode,
-                                             config=outputs.config_to_dict(self.config), purge_step=purge_step)
+    def open_hooks(self, purge_step: int | None) -> None:
+        """The after-chunk hooks, in order: files and trackers, guard, evaluation, checkpoint."""
+        from jaxppo.loggers import make_seed_loggers
+
+        options, loggers = self.options, []
+        if self.lead and (options.tensorboard or options.wandb_project is not None):
+            loggers = make_seed_loggers(self.out, self.seeds, options.tensorboard, options.wandb_project,
+                                        options.wandb_mode, config=outputs.config_to_dict(self.config),
+                                        purge_step=purge_step)
+        self.hooks = [MetricsWriter(self.out, loggers, self.lead), Guard(self.config.env, self.kept)]
+        if options.eval_every:
+            self.hooks.append(PeriodicEval(options.eval_every, self.out, self.agent, options.eval_episodes,
+                                           options.num_seeds, self.say, active=self.lead))
+        if options.checkpoint_every:
+            self.hooks.append(Checkpointer(options.checkpoint_every, self.save))
+
+    def kept(self) -> str:
+        """Which checkpoint a failed run leaves to resume from."""
+        last = self.store.latest_step() if self.store is not None else None
+        return f"last good checkpoint: update {last} in {self.store.directory}" if last else "no checkpoint was kept"
 
     def close(self) -> None:
-        for logger in self.loggers:
-            logger.close()
+        for hook in self.hooks:
+            hook.close()
         if self.store is not None:
             self.store.close()
 
@@ -321,62 +303,39 @@ class _Run:
         seconds = self.runner.compile(state)
         self.say(f"compiled in {seconds:.1f}s")
 
-    def periodic_eval(self, state, update: int) -> None:
-        if self.evaluate is None:
-            from jaxppo.evaluate import make_evaluate
-
-            self.evaluate = jax.jit(jax.vmap(make_evaluate(self.config, num_episodes=self.options.eval_episodes),
-                                             in_axes=(0, None, 0)))
-        params, normalizers = host_tree((state.params, state.normalizers))
-        result = self.evaluate(params, jax.random.key(update), normalizers)
-        returns, lengths = np.asarray(result.returns), np.asarray(result.lengths)
-        outputs.append_eval_csv(self.out / outputs.EVAL_CSV, update, update * self.config.batch_size, returns,
-                                lengths)
-        self.say(f"eval after update {update}: mean return {returns.mean():.2f} over {self.options.eval_episodes} "
-                 f"episode(s) x {self.options.num_seeds} seed(s)")
+    def metric_names(self) -> list[str]:
+        """metrics.csv's columns, from the compiled program's output (no update is run)."""
+        return outputs.metric_names(self.runner._chunk.out_info[1])
 
     def save(self, done: int, state) -> None:
-        self.open_store().save(done, state, {"options": self.options.to_json(),
-                                             "train_seconds": self.train_seconds})
+        from jaxppo.checkpoint import CheckpointError
+
+        try:
+            self.open_store().save(done, state, {"options": self.options.to_json(),
+                                                 "train_seconds": self.train_seconds})
+        except (CheckpointError, OSError) as error:
+            raise RunStopped(f"training stopped: the checkpoint of update {done} could not be written ({error}); "
+                             f"{self.kept()}") from None
 
     def loop(self, state, done: int, history: list, stop_at: int, stops: StopRequests) -> tuple[Any, int]:
-        """Chunks from `done` to stop_at; returns (state, updates done)."""
-        config, options = self.config, self.options
+        """Chunks from `done` to stop_at (or a stop request); returns (state, updates done)."""
+        num_updates = self.config.num_updates
         while done < stop_at:
-            end = next_stop(done, config, options, self.chunk, stop_at)
-            new_state, metrics, seconds = self.runner.run_chunk(state, end - done)
-            columns = outputs.metrics_columns(metrics)
-            if self.lead:
-                outputs.append_metrics_csv(self.out / outputs.METRICS, columns, done)
-                for seed_index, logger in enumerate(self.loggers):
-                    log_metrics_history(logger, columns, seed=seed_index)
-            self.guard(metrics, columns, new_state, done, end)
-            state, done = new_state, end
-            self.train_seconds += seconds
-            history.append(columns)
-            finished = done == config.num_updates
-            if options.eval_every and self.lead and (done % options.eval_every == 0 or finished):
-                self.periodic_eval(state, done)
-            if options.checkpoint_every and (done % options.checkpoint_every == 0 or finished):
-                self.save(done, state)
-            if agree_across_processes(stops.requested is not None) and not finished:
+            stop, size = _agree_on_chunk(stops.requested is not None, self.pace.next())
+            if stop:
                 break
+            end = next_stop(done, size, stop_at, intervals(self.hooks))
+            new_state, metrics, seconds = self.runner.run_chunk(state, end - done)
+            self.pace.record(end - done, seconds)
+            self.train_seconds += seconds
+            columns = outputs.metrics_columns(metrics)
+            history.append(columns)
+            chunk = ChunkDone(new_state, metrics, columns, done, end, end == num_updates)
+            for hook in self.hooks:
+                if is_due(hook, chunk):
+                    hook.after_chunk(chunk)
+            state, done = new_state, end
         return state, done
-
-    def guard(self, metrics, columns: dict[str, np.ndarray], state, done: int, end: int) -> None:
-        problem = find_nonfinite(columns, _loss_columns(metrics), done) or nonfinite_params(state.params, end)
-        if problem is None and "invalid_action_masks" in columns and np.any(columns["invalid_action_masks"] > 0):
-            seed, update = np.argwhere(columns["invalid_action_masks"] > 0)[0]
-            problem = (f"env {self.config.env} returned an action mask with no legal action in update "
-                       f"{done + update + 1} (seed index {seed}); every observation needs at least one legal action")
-        if problem is None and "replicas_in_sync" in columns and not np.all(columns["replicas_in_sync"]):
-            seed, update = np.argwhere(~columns["replicas_in_sync"].astype(bool))[0]
-            problem = f"parameters differ across devices after update {done + update + 1} (seed index {seed})"
-        if problem:
-            last = self.store.latest_step() if self.store is not None else None
-            kept = (f"last good checkpoint: update {last} in {self.store.directory}" if last
-                    else "no checkpoint was kept")
-            raise RunStopped(f"training stopped: {problem}; {kept}")
 
     def finish(self, state, history: list, done: int) -> dict[str, Any]:
         columns = concat_columns(history)
@@ -417,26 +376,19 @@ class _Run:
         return summary
 
 
-def _loss_columns(metrics) -> list[str]:
-    """Column names of the loss metrics (as outputs.metrics_columns names them)."""
-    return [outputs.leaf_name(path) for path, _ in jax.tree_util.tree_flatten_with_path(metrics.loss)[0]]
-
-
 def concat_columns(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Join metric columns ({name: [S, U_i]}) along the update axis."""
     return {name: np.concatenate([p[name] for p in parts], axis=1) for name in parts[0]}
 
 
-def _execute(run: _Run, state, done: int, history: list, stop_after: int | None) -> RunResult:
+def _execute(run: _Run, state, done: int, history: list, stop_after: int | None, stops: StopRequests) -> RunResult:
     stop_at = run.config.num_updates if stop_after is None else min(run.config.num_updates, done + stop_after)
-    stops = StopRequests()
     try:
-        with stops.installed():
-            state, done = run.loop(state, done, history, stop_at, stops)
+        state, done = run.loop(state, done, history, stop_at, stops)
         finished = done == run.config.num_updates
         saved = run.store.latest_step() if run.store is not None else None
-        if not finished and saved != done and (run.options.checkpoint_every or stops.requested or stop_after):
-            run.save(done, state)  # stopped between checkpoints: keep the place
+        if not finished and saved != done:
+            run.save(done, state)  # stopped between checkpoints (a request, stop_after_updates): keep the place
         summary = run.finish(state, history, done) if finished and run.lead else None
     finally:
         run.close()
@@ -448,60 +400,55 @@ def _execute(run: _Run, state, done: int, history: list, stop_after: int | None)
                      summary, stops.requested)
 
 
+def _check_call(options: RunOptions, stop_after_updates: int | None) -> None:
+    """The checks every call makes before anything happens: options, stop_after_updates, the tracker's package."""
+    import importlib.util
+
+    options.validate()
+    if stop_after_updates is not None and (not isinstance(stop_after_updates, int) or
+                                           isinstance(stop_after_updates, bool) or stop_after_updates < 1):
+        raise ValueError(f"stop_after_updates={stop_after_updates!r}: must be a positive integer")
+    if options.wandb_project is not None and importlib.util.find_spec("wandb") is None:
+        raise ValueError("--wandb-project: the wandb package is not installed; pip install 'jaxppo[wandb]' or drop "
+                         "the flag (--tensorboard needs no extra)")
+
+
 def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), *, overwrite: bool = False,
               stop_after_updates: int | None = None, quiet: bool = False, stream: TextIO | None = None,
-              env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss) -> RunResult:
+              env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
+              _replaceable: tuple[str, ...] = ()) -> RunResult:
     """Train config for options.num_seeds seeds, writing the run folder `out` (see the module docstring).
 
-    env/env_params: an environment instance for config.env (else built from the id); loss_fn: the loss of the
-    update (jaxppo.losses.LossFn; its metrics pytree becomes metrics.csv columns named by path).
+    env/env_params: an environment instance for config.env (else built from the id; env='custom' needs one, and
+    so do evaluating, resuming and loading the run); loss_fn: the loss of the update (jaxppo.losses.LossFn; its
+    metrics pytree becomes metrics.csv columns named by path). stop_after_updates: end after that many updates
+    with a checkpoint (resume later).
 
     Raises ValueError (bad options, config, folder or layout: before anything is removed or written),
     RunStopped (the run failed; earlier checkpoints kept).
     """
-    options.validate()
-    if stop_after_updates is not None and (not isinstance(stop_after_updates, int) or stop_after_updates < 1):
-        raise ValueError(f"stop_after_updates={stop_after_updates!r}: must be a positive integer")
-    if stop_after_updates is not None and not options.checkpoint_every:
-        raise ValueError("stop_after_updates: needs checkpoint_every N so the run can be resumed")
-    _check_tracker(options)
+    _check_call(options, stop_after_updates)
     stream = sys.stdout if stream is None else stream
     out = Path(out)
-    if jax.process_index() == 0:
-        run_folder.check_new_run(out, "train", overwrite)
-    run = _Run(config, out, options, quiet, stream, env, env_params, loss_fn)  # builds the agent: env, layout
-    with _lead_claim(out, overwrite) as lead:
-        if lead:
-            if config.rounding_note:
-                run.say(f"note: {config.rounding_note}")
-            outputs.write_json(out / outputs.CONFIG, outputs.config_to_dict(config))
-            outputs.write_json(out / outputs.RUN, {"kind": "train", **options.to_json()})
-        state = run.initial_state()
-        run.compile(state)
-        run.open_loggers(None)
-        return _execute(run, state, 0, [], stop_after_updates)
+    stops = StopRequests()
+    with stops.installed():
+        if jax.process_index() == 0:
+            run_folder.check_new_run(out, "train", overwrite, _replaceable)
+        run = _Run(config, out, options, quiet, stream, env, env_params, loss_fn)  # builds the agent: env, layout
+        with _lead_claim(out, overwrite, _replaceable) as lead:
+            if lead:
+                if config.rounding_note:
+                    run.say(f"note: {config.rounding_note}")
+                outputs.write_json(out / outputs.CONFIG, outputs.config_to_dict(config))
+                outputs.write_json(out / outputs.RUN, {"kind": "train", **options.to_json()})
+            state = run.initial_state()
+            run.compile(state)
+            run.open_hooks(None)
+            return _execute(run, state, 0, [], stop_after_updates, stops)
 
 
-def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool = False,
-               stream: TextIO | None = None, overrides: dict[str, Any] | None = None,
-               num_devices: int | None = None, loss_fn: LossFn = ppo_loss) -> RunResult:
-    """Continue the run in folder `out` from its newest intact checkpoint, with its saved config and options.
-
-    A run trained with a custom loss_fn must be resumed with the same loss_fn (it is code: the folder cannot hold it).
-
-    overrides may change options that do not alter what is learned (tensorboard, wandb_*, eval_*,
-    keep_checkpoints, checkpoint_every, chunk_updates, check_sync); anything else is refused. num_devices (per
-    process) and the number of processes may differ from the saved run's (elastic resume): counts are global and
-    the state is laid out by global environment index, so the run continues the same learning on the new layout.
-    """
-    out = Path(out)
-    stream = sys.stdout if stream is None else stream
-    if not out.is_dir():
-        raise run_folder.RunFolderError(f"--resume {out}: not a folder holding a run")
-    run_folder.check_no_links(out, "train")
-    config = outputs.read_config(out)
-    if num_devices is not None:
-        config = dataclasses.replace(config, num_devices=num_devices)
+def _saved_options(out: Path) -> RunOptions:
+    """The RunOptions in out/run.json (OutputError naming the file when it is not a training run's)."""
     saved = outputs.read_json(out / outputs.RUN, "run settings")
     if saved.get("kind", "train") != "train":
         raise run_folder.RunFolderError(f"--resume {out}: holds a {saved.get('kind')} run, not a training run")
@@ -513,69 +460,184 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
         options.validate()
     except (TypeError, ValueError) as error:
         raise outputs.OutputError(f"{out / outputs.RUN} is invalid: {error}") from None
-    changeable = {"tensorboard", "wandb_project", "wandb_mode", "eval_every", "eval_episodes", "keep_checkpoints",
-                  "checkpoint_every", "chunk_updates", "check_sync"}
-    refused = sorted(set(overrides or {}) - changeable)
+    return options
+
+
+def _extended(config: PPOConfig, total_timesteps: int) -> tuple[PPOConfig, str]:
+    """(config with the longer total, the note saying what happens to schedules); ValueError unless longer."""
+    if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or \
+            total_timesteps <= config.total_timesteps:
+        raise ValueError(f"extend_total_timesteps={total_timesteps!r}: must be an integer above the run's "
+                         f"total_timesteps={config.total_timesteps}")
+    longer = dataclasses.replace(config, total_timesteps=total_timesteps)
+    if longer.num_updates == config.num_updates:
+        raise ValueError(f"extend_total_timesteps={total_timesteps}: adds no whole update of {config.batch_size} "
+                         "env steps")
+    note = (f"note: total_timesteps {config.total_timesteps} -> {total_timesteps}: the run continues to "
+            f"{longer.num_updates} updates instead of {config.num_updates}; schedules over the run's length (lr "
+            f"annealing, linear/cosine schedules, warm-up fractions) now span {longer.num_updates} updates, so from "
+            "here on their values are those of the longer run at the same update (an annealed lr rises back)")
+    return longer, note
+
+
+def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool = False,
+               stream: TextIO | None = None, overrides: dict[str, Any] | None = None,
+               num_devices: int | None = None, loss_fn: LossFn = ppo_loss, env: Any = None, env_params: Any = None,
+               extend_total_timesteps: int | None = None, restart_without_checkpoint: bool = False) -> RunResult:
+    """Continue the run in folder `out` from its newest intact checkpoint, with its saved config and options.
+
+    The checkpoint must belong to the folder's run (its config.json and run.json: every config field but the
+    layout, seed and num_seeds); otherwise one ValueError names each field with both values, before anything is
+    written. A run trained with a custom loss_fn or an environment instance (env='custom', env/env_params) must be
+    resumed with the same ones (they are code: the folder cannot hold them).
+
+    overrides may change the options in RESUMABLE_OPTIONS (tensorboard, wandb_*, eval_*, keep_checkpoints,
+    checkpoint_every, chunk_updates, check_sync); anything else is refused. num_devices (per process) and the
+    number of processes may differ from the saved run's (elastic resume): counts are global and the state is laid
+    out by global environment index, so the run continues the same learning on the new layout.
+
+    extend_total_timesteps: train the run on to this larger total (also a finished run whose last update was
+    checkpointed). Schedules over the run's length then span the longer run (a note says so); config.json and
+    run.json record the extension.
+
+    restart_without_checkpoint: a run stopped before its first checkpoint starts over from update 0 (what
+    `start_or_resume` does) instead of being refused.
+    """
+    out = Path(out)
+    stream = sys.stdout if stream is None else stream
+    if not out.is_dir():
+        raise run_folder.RunFolderError(f"--resume {out}: not a folder holding a run")
+    run_folder.check_no_links(out, "train")
+    config = outputs.read_config(out)
+    options = _saved_options(out)
+    refused = sorted(set(overrides or {}) - set(RESUMABLE_OPTIONS))
     if refused:
         raise ValueError(f"--resume {out}: {', '.join(refused)} cannot change when resuming (the saved run is "
                          "continued as it was); drop them")
     options = dataclasses.replace(options, **(overrides or {}))
-    options.validate()
-    if stop_after_updates is not None and (not isinstance(stop_after_updates, int) or stop_after_updates < 1):
-        raise ValueError(f"stop_after_updates={stop_after_updates!r}: must be a positive integer")
-    _check_tracker(options)
-    if (out / outputs.SUMMARY).exists() and (out / outputs.PARAMS).exists():
+    _check_call(options, stop_after_updates)
+    if num_devices is not None:
+        config = dataclasses.replace(config, num_devices=num_devices)
+    note, may_differ = None, ()
+    if extend_total_timesteps is not None:
+        config, note = _extended(config, extend_total_timesteps)
+        may_differ = ("total_timesteps",)
+    finished = (out / outputs.SUMMARY).exists() and (out / outputs.PARAMS).exists()
+    if finished and note is None:
         print(f"{out}: the run has already finished ({config.num_updates} updates); nothing to resume",
               file=stream, flush=True)
         return RunResult(out, config, None, {}, config.num_updates, True, outputs.read_json(out / outputs.SUMMARY))
-    run = _Run(config, out, options, quiet, stream, loss_fn=loss_fn)
-    with run_folder.run_lock(out) if run.lead else contextlib.nullcontext():
-        state = run.initial_state()
-        try:
-            restored = run.open_store().restore_latest(state)
-        except ValueError:
-            run.close()
-            raise
+    stops = StopRequests()
+    with stops.installed():
+        run = _Run(config, out, options, quiet, stream, env, env_params, loss_fn, may_differ)
+        with run_folder.run_lock(out) if run.lead else contextlib.nullcontext():
+            try:
+                state, done, history, purge = _restore(run, restart_without_checkpoint, note, extend_total_timesteps)
+            except BaseException:
+                run.close()
+                raise
+            run.say(f"resuming {out} after update {done}/{config.num_updates}")
+            run.open_hooks(purge)
+            return _execute(run, state, done, history, stop_after_updates, stops)
+
+
+def _restore(run: _Run, restart_without_checkpoint: bool, note: str | None,
+             extend_total_timesteps: int | None) -> tuple[Any, int, list, int | None]:
+    """Restore the newest intact checkpoint of the run and bring its files back to that update: (state, updates
+    done, metrics history, TensorBoard purge step). Everything is checked before the first file is changed."""
+    out, config = run.out, run.config
+    state = run.initial_state()
+    store = run.open_store()
+    if restart_without_checkpoint and not store.steps():
+        done, meta = 0, {}
+        run.say(f"note: {out} holds no checkpoint yet; starting its run over from update 0")
+    else:
+        restored = store.restore_latest(state)
         for line in restored.skipped:
             run.say(f"warning: {line}; using an older checkpoint")
         if restored.skipped_steps:
             if run.lead:
                 for step in restored.skipped_steps:
-                    run.say(f"note: the damaged checkpoint was kept as {run.store.set_aside(step)}")
+                    run.say(f"note: the damaged checkpoint was kept as {store.set_aside(step)}")
             sync_processes("jaxppo-set-aside")
-            run.store.reload()
-        done = restored.step
-        run.train_seconds = float(restored.meta.get("train_seconds", 0.0))
-        history = []
-        if done and run.lead:
-            columns = outputs.read_metrics_csv(out / outputs.METRICS, config.num_updates)
+            store.reload()
+        state, done, meta = restored.state, restored.step, restored.meta
+    run.train_seconds = float(meta.get("train_seconds", 0.0))
+    if note is not None and done < config.num_updates and (out / outputs.SUMMARY).exists():
+        raise ValueError(f"extend_total_timesteps: {out} finished without a checkpoint of its last update (train "
+                         "with --checkpoint-every to extend a run later); its newest checkpoint is update {done}")
+    run.compile(state)  # the compiled program names metrics.csv's columns
+    history: list = []
+    if run.lead:
+        metrics_path = out / outputs.METRICS
+        if done:
+            columns = outputs.read_metrics_csv(metrics_path, config.num_updates)
+            outputs.check_metrics_columns(metrics_path, columns, run.metric_names(), run.options.num_seeds)
             if columns["env_steps"].shape[1] < done:
-                run.close()
-                raise outputs.OutputError(f"{out / outputs.METRICS} has fewer than the {done} updates of the "
-                                          "checkpoint; it is damaged")
-            kept = {name: values[:, :done] for name, values in columns.items()}
-            history.append(kept)
-            outputs.write_metrics_csv(out / outputs.METRICS, kept)  # drop rows logged after the checkpoint
-            outputs.trim_eval_csv(out / outputs.EVAL_CSV, done)
-        run.say(f"resuming {out} after update {done}/{config.num_updates}")
-        run.compile(state)
-        run.open_loggers(done * config.batch_size + 1 if done else None)
-        return _execute(run, restored.state, done, history, stop_after_updates)
+                raise outputs.OutputError(f"{metrics_path} has fewer than the {done} updates of the checkpoint; it "
+                                          "is damaged")
+            history.append({name: values[:, :done] for name, values in columns.items()})
+        # Checked: now the files go back to the checkpoint's update (rows logged after it are logged again).
+        if note is not None:
+            run.say(note)
+            for name in (outputs.SUMMARY, outputs.PARAMS, outputs.PARAMS + ".sha256"):
+                (out / name).unlink(missing_ok=True)
+            saved = outputs.read_json(out / outputs.RUN, "run settings")
+            extended = saved.get("extended", []) + [{"at_update": done, "total_timesteps": extend_total_timesteps}]
+            outputs.write_json(out / outputs.CONFIG, outputs.config_to_dict(config))
+            outputs.write_json(out / outputs.RUN, {**saved, "extended": extended})
+        if history:
+            outputs.write_metrics_csv(metrics_path, history[0])
+        else:
+            metrics_path.unlink(missing_ok=True)
+        outputs.trim_eval_csv(out / outputs.EVAL_CSV, done)
+    purge = done * config.batch_size + 1 if done else (1 if restart_without_checkpoint else None)
+    return state, done, history, purge
+
+
+def start_or_resume(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), *,
+                    stop_after_updates: int | None = None, quiet: bool = False, stream: TextIO | None = None,
+                    env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss) -> RunResult:
+    """Start the run in `out`, or continue it if `out` already holds it: one idempotent call (`jaxppo train ...
+    --resume auto`), for a job that may be requeued or killed at any moment (a SLURM --requeue script, a restarted
+    Kubernetes Job). Whatever the moment of the kill, calling it again with the same arguments continues the run,
+    every update logged once; a finished run is left as it is.
+
+    The folder's run must be this one: every config field but the layout, seed and num_seeds equal to the given
+    ones (ValueError naming each field with both values otherwise); options in RESUMABLE_OPTIONS and num_devices
+    may differ and take the given values.
+    """
+    out = Path(out)
+    _check_call(options, stop_after_updates)
+    if not run_folder.holds_run(out, "train"):
+        # A folder left by a kill before the run was recorded holds at most its config.json / run.json.
+        return train_run(config, out, options, stop_after_updates=stop_after_updates, quiet=quiet, stream=stream,
+                         env=env, env_params=env_params, loss_fn=loss_fn,
+                         _replaceable=(outputs.CONFIG, outputs.RUN))
+    saved_config, saved = outputs.read_config(out), _saved_options(out)
+    mine, theirs = outputs.config_to_dict(config), outputs.config_to_dict(saved_config)
+    differing = [f"{name} (saved {theirs[name]!r}, given {mine[name]!r})" for name in mine
+                 if name not in outputs.LAYOUT_FIELDS and mine[name] != theirs[name]]
+    differing += [f"{name} (saved {getattr(saved, name)!r}, given {getattr(options, name)!r})"
+                  for name in ("seed", "num_seeds") if getattr(saved, name) != getattr(options, name)]
+    if differing:
+        longer = " (to train longer: --resume DIR --extend-total-timesteps N)" if "total_timesteps (" in \
+            "".join(differing) else ""
+        raise ValueError(f"--resume auto: {out} holds a run started with other settings: {', '.join(differing)}; "
+                         f"give the same flags, or another --out{longer}")
+    overrides = {name: getattr(options, name) for name in RESUMABLE_OPTIONS
+                 if getattr(options, name) != getattr(saved, name)}
+    num_devices = config.num_devices if config.num_devices != saved_config.num_devices else None
+    return resume_run(out, stop_after_updates=stop_after_updates, quiet=quiet, stream=stream, overrides=overrides,
+                      num_devices=num_devices, loss_fn=loss_fn, env=env, env_params=env_params,
+                      restart_without_checkpoint=True)
 
 
 @contextlib.contextmanager
-def _lead_claim(out: Path, overwrite: bool) -> Iterator[bool]:
+def _lead_claim(out: Path, overwrite: bool, replaceable: tuple[str, ...] = ()) -> Iterator[bool]:
     """Process 0 claims (checks, locks, clears) the run folder; other processes write nothing."""
     if jax.process_index() != 0:
         yield False
         return
-    with run_folder.claim_run_folder(out, "train", overwrite):
+    with run_folder.claim_run_folder(out, "train", overwrite, replaceable):
         yield True
-
-
-def _check_tracker(options: RunOptions) -> None:
-    import importlib.util
-
-    if options.wandb_project is not None and importlib.util.find_spec("wandb") is None:
-        raise ValueError("--wandb-project: the wandb package is not installed; pip install 'jaxppo[wandb]' or drop "
-                         "the flag (--tensorboard needs no extra)")

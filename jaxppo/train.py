@@ -29,8 +29,8 @@ from jaxppo.losses import LossFn, LossInputs, ppo_loss
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
 from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
-from jaxppo.update import (advantage_statistics, annealed_lr, epoch_minibatches, init_optimizer_state,
-                           layout_batch, local_advantage_moments, run_epochs)
+from jaxppo.schedules import effective_hparams
+from jaxppo.update import init_optimizer_state, learn, make_layout, prepare
 
 
 @struct.dataclass
@@ -43,6 +43,7 @@ class TrainState:
     normalizers: Normalizers  # observation / return statistics (unused unless normalize_observations / _rewards)
     key: jax.Array  # PRNG key for the next update (replicated)
     update_step: jax.Array  # int32 []: updates done
+    hparams: HParams  # the run's hyperparameters (schedules unapplied); per member when vmapped; checkpointed
 
 
 @struct.dataclass
@@ -60,7 +61,9 @@ class Metrics:
     loss: Any  # the loss function's metrics (ppo_loss: LossMetrics), means over the update's minibatch steps
     grad_norm: jax.Array  # global norm of the averaged gradient before clipping, mean over minibatch steps
     explained_variance: jax.Array  # 1 - Var(returns - values) / Var(returns), over the rollout batch
-    learning_rate: jax.Array
+    learning_rate: jax.Array  # the update's effective (scheduled) values of lr, ent_coef and clip_eps
+    ent_coef: jax.Array
+    clip_eps: jax.Array
     invalid_action_masks: jax.Array | None  # observations whose mask allowed no action (None without masks)
     replicas_in_sync: jax.Array | None  # parameters identical on every device (None unless check_replicas)
     steps_per_update: int = struct.field(pytree_node=False, default=0)
@@ -80,23 +83,24 @@ def local_env_ids(agent: Agent, axis_name: str | None = None) -> jax.Array:
     return device_index(axis_name) * per_device + jnp.arange(per_device, dtype=jnp.int32)
 
 
-def init_state(agent: Agent, key: jax.Array, axis_name: str | None = None) -> TrainState:
-    """Initial state from the run key: identical parameters everywhere, local envs reset by global index."""
+def init_state(agent: Agent, key: jax.Array, hp: HParams, axis_name: str | None = None) -> TrainState:
+    """Initial state from the run key and hyperparameters: identical parameters everywhere, local envs reset by
+    global index."""
     config = agent.config
     params_key, reset_key, loop_key, warmup_key = jax.random.split(key, 4)
     params = init_params(agent.network, agent.spec, params_key)
     env_ids = local_env_ids(agent, axis_name)
     normalizers = init_normalizers(agent.spec.obs_shape)
     if config.normalizer_warmup_steps:
-        normalizers = warm_up_normalizers(agent, params, normalizers, warmup_key, env_ids, axis_name)
+        normalizers = warm_up_normalizers(agent, params, normalizers, warmup_key, env_ids, hp.gamma, axis_name)
     return TrainState(
         params=params, opt_state=init_optimizer_state(config, params), env=reset_envs(agent, reset_key, env_ids),
-        normalizers=normalizers, key=loop_key, update_step=jnp.zeros((), jnp.int32),
+        normalizers=normalizers, key=loop_key, update_step=jnp.zeros((), jnp.int32), hparams=hp,
     )
 
 
 def warm_up_normalizers(agent: Agent, params, normalizers: Normalizers, key: jax.Array, env_ids: jax.Array,
-                        axis_name: str | None) -> Normalizers:
+                        gamma: jax.Array, axis_name: str | None) -> Normalizers:
     """Statistics of config.normalizer_warmup_steps steps of the initial policy in separate, fresh environments.
 
     The trained environments are reset apart from these, and warm-up steps do not count as training steps.
@@ -105,8 +109,8 @@ def warm_up_normalizers(agent: Agent, params, normalizers: Normalizers, key: jax
     reset_key, rollout_key = jax.random.split(key)
     carry = reset_envs(agent, reset_key, env_ids)
     # The initial policy acts on raw observations: its statistics are what is being measured.
-    _, traj, _ = rollout(agent, params, carry, rollout_key, env_ids, normalizers,
-                         jnp.asarray(config.gamma, jnp.float32), num_steps=config.normalizer_warmup_steps)
+    _, traj, _ = rollout(agent, params, carry, rollout_key, env_ids, normalizers, gamma,
+                         num_steps=config.normalizer_warmup_steps)
     stats = rollout_statistics(agent, traj, EpisodeTally(*(jnp.zeros(()),) * 3), axis_name)
     return update_normalizers(agent, normalizers, stats, traj.obs.shape[0] * traj.obs.shape[1])
 
@@ -159,11 +163,16 @@ def explained_variance(gathered: Moments, count_per_device: int) -> jax.Array:
     return jnp.where(var_returns > 0, 1.0 - var_error / jnp.where(var_returns > 0, var_returns, 1.0), 0.0)
 
 
-def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, axis_name: str | None = None,
+def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, axis_name: str | None = None,
                 check_replicas: bool = False) -> tuple[TrainState, Metrics]:
-    """One PPO update on this device's environments: rollout -> GAE -> epochs -> normaliser statistics."""
+    """One PPO update on this device's environments: rollout -> GAE -> prepare -> gather -> learn -> statistics.
+
+    The update's hyperparameters are computed once, from state.hparams and the update counter (schedules), and
+    read by every consumer: rollout (reward scaling), GAE, loss, optimizer.
+    """
     config = agent.config
-    lr = annealed_lr(config, hp.lr, state.update_step)
+    layout = make_layout(config)
+    hp = effective_hparams(state.hparams, state.update_step, config.num_updates)
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
     env_ids = local_env_ids(agent, axis_name)
     carry, traj, tally = rollout(agent, state.params, state.env, rollout_key, env_ids, state.normalizers, hp.gamma)
@@ -172,23 +181,20 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, a
     advantages, returns = gae(traj.reward, traj.value, values_next, traj.terminated, traj.terminated | traj.truncated,
                               hp.gamma, hp.gae_lambda)
     # The update sees observations exactly as the policy saw them: normalised with the pre-update statistics.
-    batch = layout_batch(config, LossInputs(
+    plan = prepare(layout, LossInputs(
         obs=policy_input(config, traj.obs, state.normalizers), first=traj.first, action_mask=traj.action_mask,
         actions=traj.action, old_log_probs=traj.log_prob, old_values=traj.value, advantages=advantages,
-        returns=returns, memory=state.env.memory))
-    indices = epoch_minibatches(config, epoch_key, env_ids.shape[0], env_ids[0])
+        returns=returns, memory=state.env.memory), epoch_key, env_ids.shape[0], env_ids[0])
 
     # Every global statistic of this update in one all-gather.
     invalid = None if traj.invalid_masks is None else jnp.sum(traj.invalid_masks)
-    extra = (explained_variance_moments(traj.value, returns),
-             local_advantage_moments(config, batch.advantages, indices), invalid)
+    extra = (explained_variance_moments(traj.value, returns), plan.advantage_moments, invalid)
     stats = rollout_statistics(agent, traj, tally, axis_name, extra)
-    batch_per_device = traj.reward.size
     ev_moments, adv_moments, invalid = stats.extra
-    adv_mean, adv_std = advantage_statistics(adv_moments, batch_per_device // config.num_minibatches)
 
-    params, opt_state, step_metrics = run_epochs(agent, loss_fn, state.params, state.opt_state, batch, indices,
-                                                 adv_mean, adv_std, hp, lr, axis_name)
+    params, opt_state, step_metrics = learn(agent, layout, loss_fn, state.params, state.opt_state, plan,
+                                            adv_moments, hp, axis_name)
+    batch_per_device = traj.reward.size
     episodes, summary = close_tally(carry.episodes, EpisodeTally(*jnp.sum(stats.tally, axis=0)))
     normalizers = update_normalizers(agent, state.normalizers, stats, batch_per_device)
 
@@ -196,13 +202,14 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, a
     metrics = Metrics(
         update=update_count, episode_return=summary.mean_return, episode_length=summary.mean_length,
         episodes_completed=summary.completed, loss=step_metrics.loss, grad_norm=step_metrics.grad_norm,
-        explained_variance=explained_variance(ev_moments, batch_per_device), learning_rate=lr,
+        explained_variance=explained_variance(ev_moments, batch_per_device), learning_rate=hp.lr,
+        ent_coef=hp.ent_coef, clip_eps=hp.clip_eps,
         invalid_action_masks=None if invalid is None else jnp.sum(invalid),
         replicas_in_sync=replicas_in_sync(params, axis_name) if check_replicas else None,
         steps_per_update=config.batch_size,
     )
-    state = TrainState(params=params, opt_state=opt_state, env=carry.replace(episodes=episodes),
-                       normalizers=normalizers, key=key, update_step=update_count)
+    state = state.replace(params=params, opt_state=opt_state, env=carry.replace(episodes=episodes),
+                          normalizers=normalizers, key=key, update_step=update_count)
     return state, metrics
 
 
@@ -232,7 +239,7 @@ def emit_progress(config: PPOConfig, progress_fn: ProgressFn | None, index: jax.
     lax.cond(due, send, lambda _: None, payload)
 
 
-def run_updates(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, num_updates: int,
+def run_updates(agent: Agent, loss_fn: LossFn, state: TrainState, num_updates: int,
                 axis_name: str | None = None, progress_fn: ProgressFn | None = None, check_replicas: bool = False,
                 num_valid: jax.Array | None = None) -> tuple[TrainState, Metrics]:
     """num_updates updates as one lax.scan; metrics stacked along a leading [num_updates] axis.
@@ -242,7 +249,7 @@ def run_updates(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, n
     """
 
     def update(state):
-        return update_step(agent, loss_fn, state, hp, axis_name, check_replicas)
+        return update_step(agent, loss_fn, state, axis_name, check_replicas)
 
     if num_valid is None:
         def body(state, index):
@@ -266,13 +273,13 @@ def run_updates(agent: Agent, loss_fn: LossFn, state: TrainState, hp: HParams, n
 class TrainParts(NamedTuple):
     """A run split in two pure functions, so long runs can be cut into compiled chunks.
 
-    init(key) -> TrainState; run(state, hparams, num_updates, num_valid=None) -> (TrainState, Metrics
-    [num_updates]). `run` continues exactly where `state` stands (update counter, keys, learning-rate schedule),
-    so any split of config.num_updates into chunks gives the result of one uninterrupted `train(key)`.
+    init(key, hparams) -> TrainState; run(state, num_updates, num_valid=None) -> (TrainState, Metrics
+    [num_updates]). `run` continues exactly where `state` stands (update counter, keys, hyperparameters and their
+    schedules), so any split of config.num_updates into chunks gives the result of one uninterrupted `train(key)`.
     num_updates is static; num_valid (see run_updates) lets one program run shorter chunks.
     """
 
-    init: Callable[[jax.Array], TrainState]
+    init: Callable[[jax.Array, HParams], TrainState]
     run: Callable[..., tuple[TrainState, Metrics]]
     agent: Agent
 
@@ -292,29 +299,30 @@ def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
     total_devices = config.num_devices * jax.process_count()
     if total_devices == 1:
         return TrainParts(
-            init=lambda key: init_state(agent, key),
-            run=lambda state, hp, num_updates, num_valid=None: run_updates(
-                agent, loss_fn, state, hp, num_updates, progress_fn=progress_fn, check_replicas=check_replicas,
+            init=lambda key, hp: init_state(agent, key, hp),
+            run=lambda state, num_updates, num_valid=None: run_updates(
+                agent, loss_fn, state, num_updates, progress_fn=progress_fn, check_replicas=check_replicas,
                 num_valid=num_valid),
             agent=agent,
         )
     mesh = distributed.make_mesh(config.num_devices)
-    specs = state_partition(jax.eval_shape(lambda k: init_state(agent, k), jax.random.key(0)))
+    specs = state_partition(jax.eval_shape(lambda k: init_state(agent, k, HParams.from_config(config)),
+                                           jax.random.key(0)))
 
-    def init_local(key_data: jax.Array) -> TrainState:
-        return init_state(agent, jax.random.wrap_key_data(key_data), DEVICE_AXIS)
+    def init_local(key_data: jax.Array, hp: HParams) -> TrainState:
+        return init_state(agent, jax.random.wrap_key_data(key_data), hp, DEVICE_AXIS)
 
-    init_mapped = distributed.map_over_devices(init_local, mesh, P(), specs)
+    init_mapped = distributed.map_over_devices(init_local, mesh, (P(), P()), specs)
 
-    def run(state: TrainState, hp: HParams, num_updates: int, num_valid: jax.Array | None = None):
-        def run_local(state, hp, num_valid):
-            return run_updates(agent, loss_fn, state, hp, num_updates, DEVICE_AXIS, progress_fn, check_replicas,
+    def run(state: TrainState, num_updates: int, num_valid: jax.Array | None = None):
+        def run_local(state, num_valid):
+            return run_updates(agent, loss_fn, state, num_updates, DEVICE_AXIS, progress_fn, check_replicas,
                                num_valid)
 
-        mapped = distributed.map_over_devices(run_local, mesh, (specs, P(), P()), (specs, P()))
-        return mapped(state, hp, num_valid)
+        mapped = distributed.map_over_devices(run_local, mesh, (specs, P()), (specs, P()))
+        return mapped(state, num_valid)
 
-    return TrainParts(init=lambda key: init_mapped(jax.random.key_data(key)), run=run, agent=agent)
+    return TrainParts(init=lambda key, hp: init_mapped(jax.random.key_data(key), hp), run=run, agent=agent)
 
 
 def make_train(config: PPOConfig, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
@@ -342,6 +350,6 @@ def train_from_parts(config: PPOConfig, parts: TrainParts) -> Callable[..., tupl
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
         hp = HParams.from_config(config) if hparams is None else hparams
-        return parts.run(parts.init(key), hp, config.num_updates)
+        return parts.run(parts.init(key, hp), config.num_updates)
 
     return train

@@ -1,4 +1,6 @@
-"""The learning half of an update: optimizer, minibatch layout, one minibatch step, epochs over a rollout.
+"""The learning side of an update, in two parts: `prepare` (lay out the rollout batch, plan every epoch's
+minibatches, this device's advantage statistics) and `learn` (epochs of minibatch steps, given the statistics the
+trainer gathered from every device); plus the optimizer and the minibatch layouts.
 
 Minibatches. Feed-forward policies learn from shuffled samples, stratified by groups of environments: the
 environments are cut into fixed groups of g = shuffle_group_size(T, M) consecutive global indices, each group's
@@ -7,7 +9,8 @@ m-th slice of every group's permutation (when T % M == 0, g = 1: every minibatch
 environment). Each sample is in exactly one minibatch per epoch, and the global minibatch m is the same set of
 samples on any number of devices. Policies with memory learn from whole sequences: minibatches are groups of
 environments (their T steps each), permuted within groups of M consecutive global indices, and replayed from the
-carry stored at the start of the rollout.
+carry stored at the start of the rollout. The layout (`SampleLayout` / `SequenceLayout`) is chosen once, by
+`make_layout`; nothing else in the update asks whether the policy has memory.
 
 Collectives. `minibatch_step` averages gradients *and* loss metrics over the device axis in one all-reduce, then
 applies one optimizer step on the flat parameter vector, so parameters stay identical on every device. The
@@ -18,7 +21,7 @@ from one all-gather done by the trainer).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +30,9 @@ from flax import struct
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxppo.agent import Agent, distribution
+from jaxppo.agent import Agent, apply_policy, policy_step
 from jaxppo.collectives import Moments, combine_moments, local_moments, pmean_flat
+from jaxppo.distributions import Distribution
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.losses import LossFn, LossInputs
 from jaxppo.random_words import counter_words
@@ -53,9 +57,9 @@ def init_optimizer_state(config: PPOConfig, params) -> Any:
     return _adam(config).init(flat)
 
 
-def apply_gradient(config: PPOConfig, flat_params: jax.Array, grads: jax.Array, opt_state: Any, hp: HParams,
-                   lr: jax.Array) -> tuple[jax.Array, Any, jax.Array]:
-    """Global-norm clipping -> Adam -> step of size lr, on flat vectors [P]. Returns (params, state, grad norm).
+def apply_gradient(config: PPOConfig, flat_params: jax.Array, grads: jax.Array, opt_state: Any,
+                   hp: HParams) -> tuple[jax.Array, Any, jax.Array]:
+    """Global-norm clipping -> Adam -> step of size hp.lr, on flat vectors [P]. Returns (params, state, grad norm).
 
     The same arithmetic as optax.chain(clip_by_global_norm, scale_by_adam, scale_by_learning_rate), on one leaf so
     the whole step is a few fused loops.
@@ -63,17 +67,7 @@ def apply_gradient(config: PPOConfig, flat_params: jax.Array, grads: jax.Array, 
     grad_norm = jnp.sqrt(jnp.sum(jnp.square(grads)))
     grads = jnp.where(grad_norm < hp.max_grad_norm, grads, grads * (hp.max_grad_norm / grad_norm))
     updates, opt_state = _adam(config).update(grads, opt_state)
-    return flat_params - lr * updates, opt_state, grad_norm
-
-
-def annealed_lr(config: PPOConfig, lr: jax.Array, update_index: jax.Array) -> jax.Array:
-    """Learning rate of update `update_index` (0-based): lr * (1 - u / num_updates) when annealing, else lr.
-
-    Constant within an update; the last update (u = N - 1) uses lr / N.
-    """
-    if not config.anneal_lr:
-        return lr
-    return lr * (1.0 - update_index.astype(jnp.float32) / config.num_updates)
+    return flat_params - hp.lr * updates, opt_state, grad_norm
 
 
 # ------------------------------------------------------------------------------------------ minibatch layout
@@ -131,107 +125,150 @@ def sequence_minibatches(key: jax.Array, epochs: jax.Array, num_local_envs: int,
     return jnp.swapaxes(indices, 1, 2)
 
 
-def epoch_minibatches(config: PPOConfig, key: jax.Array, num_local_envs: int, first_env: jax.Array | int
-                      ) -> jax.Array:
-    """Minibatch indices of every epoch: int32 [E, M, n] (samples, or environments with memory)."""
-    epochs = jnp.arange(config.num_epochs)
-    if config.recurrent:
-        return sequence_minibatches(key, epochs, num_local_envs, config.num_minibatches, first_env)
-    return sample_minibatches(key, epochs, num_local_envs, config.num_steps, config.num_minibatches, first_env)
+class SampleLayout(NamedTuple):
+    """Feed-forward minibatches: shuffled samples. The rollout [T, B, ...] is laid out env-major as [B*T, ...];
+    minibatch indices are sample indices [E, M, B*T/M] (stratified by environment groups, see the module
+    docstring); a minibatch is replayed as one step of N observations."""
+
+    num_steps: int
+    num_minibatches: int
+    num_epochs: int
+
+    def arrange(self, batch: LossInputs) -> LossInputs:
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), batch)
+
+    def minibatches(self, key: jax.Array, num_local_envs: int, first_env: jax.Array | int) -> jax.Array:
+        return sample_minibatches(key, jnp.arange(self.num_epochs), num_local_envs, self.num_steps,
+                                  self.num_minibatches, first_env)
+
+    def take(self, batch: LossInputs, index: jax.Array) -> LossInputs:
+        return jax.tree.map(lambda x: jnp.take(x, index, axis=0), batch)
+
+    def advantage_moments(self, advantages: jax.Array, indices: jax.Array) -> Moments:
+        return local_moments(jnp.take(advantages, indices, axis=0), (2,))
+
+    def replay(self, agent: Agent, params, batch: LossInputs) -> tuple[Distribution, jax.Array]:
+        _, dist, values = policy_step(agent, params, (), batch.obs, batch.first, batch.action_mask)
+        return dist, values
 
 
-def layout_batch(config: PPOConfig, batch: LossInputs) -> LossInputs:
-    """The batch as minibatches are taken from it: feed-forward -> samples [B*T, ...] env-major; memory -> as is
-    ([T, B, ...] with the carry [B, ...])."""
-    if config.recurrent:
+class SequenceLayout(NamedTuple):
+    """Minibatches of whole sequences (policies with memory): the rollout stays [T, B, ...] with the carry stored
+    at its start [B, ...]; minibatch indices are environments [E, M, B/M]; a minibatch is replayed over its T
+    steps from the stored carry, resetting where `first` is set."""
+
+    num_minibatches: int
+    num_epochs: int
+
+    def arrange(self, batch: LossInputs) -> LossInputs:
         return batch
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), batch)
 
+    def minibatches(self, key: jax.Array, num_local_envs: int, first_env: jax.Array | int) -> jax.Array:
+        return sequence_minibatches(key, jnp.arange(self.num_epochs), num_local_envs, self.num_minibatches,
+                                    first_env)
 
-def take_minibatch(config: PPOConfig, batch: LossInputs, index: jax.Array) -> LossInputs:
-    """Minibatch `index` (int32 [n]) of a laid-out batch."""
-    if config.recurrent:
+    def take(self, batch: LossInputs, index: jax.Array) -> LossInputs:
         sequences = jax.tree.map(lambda x: jnp.take(x, index, axis=1), batch._replace(memory=()))
         return sequences._replace(memory=jax.tree.map(lambda x: jnp.take(x, index, axis=0), batch.memory))
-    return jax.tree.map(lambda x: jnp.take(x, index, axis=0), batch)
+
+    def advantage_moments(self, advantages: jax.Array, indices: jax.Array) -> Moments:
+        return local_moments(jnp.take(advantages, indices, axis=1), (0, 3))  # [T, E, M, n] -> [E, M]
+
+    def replay(self, agent: Agent, params, batch: LossInputs) -> tuple[Distribution, jax.Array]:
+        _, dist, values = apply_policy(agent, params, batch.memory, batch.obs, batch.first, batch.action_mask)
+        return dist, values
 
 
-def local_advantage_moments(config: PPOConfig, advantages: jax.Array, indices: jax.Array) -> Moments:
-    """This device's share of every minibatch's advantages, as Moments [E, M].
+Layout = SampleLayout | SequenceLayout
+"""How a rollout batch is cut into minibatches and replayed: chosen once per run by `make_layout`.
 
-    advantages: laid out like the batch ([B*T] or [T, B]); indices: [E, M, n] from epoch_minibatches.
-    """
+    arrange(batch [T, B, ...]) -> laid-out batch;  minibatches(key, B_local, first_env) -> int32 [E, M, n];
+    take(laid-out batch, index [n]) -> minibatch;  advantage_moments(laid-out advantages, indices) -> Moments [E, M];
+    replay(agent, params, minibatch) -> (distribution, values) under params."""
+
+
+def make_layout(config: PPOConfig) -> Layout:
+    """Sequences for policies with memory, shuffled samples otherwise (the only place that asks)."""
     if config.recurrent:
-        shares = jnp.take(advantages, indices, axis=1)  # [T, E, M, n]
-        return local_moments(shares, (0, 3))
-    return local_moments(jnp.take(advantages, indices, axis=0), (2,))
+        return SequenceLayout(config.num_minibatches, config.num_epochs)
+    return SampleLayout(config.num_steps, config.num_minibatches, config.num_epochs)
 
 
+# ----------------------------------------------------------------------------------------- minibatch step
 def advantage_statistics(gathered: Moments, count_per_device: int) -> tuple[jax.Array, jax.Array]:
     """(mean [E, M], std [E, M]) of every global minibatch from the gathered per-device Moments [D, E, M]."""
     mean, var = combine_moments(gathered, count_per_device)
     return mean, jnp.sqrt(var)
 
 
-# ----------------------------------------------------------------------------------------- minibatch step
-def make_evaluate(agent: Agent) -> Callable[[Any, LossInputs], tuple[Any, jax.Array]]:
-    """evaluate(params, minibatch) -> (distribution, values): samples [N] as one step of N observations, or
-    sequences [T, N] replayed from their stored carry with the stored resets."""
-
-    def evaluate(params, batch: LossInputs):
-        if agent.config.recurrent:
-            _, out, values = agent.network.apply(params, batch.memory, batch.obs, batch.first)
-            return distribution(agent, params, out, batch.action_mask), values
-        _, out, values = agent.network.apply(params, (), batch.obs[None], batch.first[None])
-        return distribution(agent, params, out[0], batch.action_mask), values[0]
-
-    return evaluate
+def make_replay(agent: Agent, layout: Layout) -> Callable[[Any, LossInputs], tuple[Distribution, jax.Array]]:
+    """replay(params, minibatch) -> (distribution, values) of the minibatch under params: what a loss function
+    receives as its `evaluate` argument (see jaxppo.losses)."""
+    return lambda params, batch: layout.replay(agent, params, batch)
 
 
-def minibatch_step(agent: Agent, loss_fn: LossFn, unravel: Callable, flat_params: jax.Array, opt_state: Any,
-                   batch: LossInputs, hp: HParams, lr: jax.Array, axis_name: str | None = None):
+def minibatch_step(agent: Agent, layout: Layout, loss_fn: LossFn, unravel: Callable, flat_params: jax.Array,
+                   opt_state: Any, batch: LossInputs, hp: HParams, axis_name: str | None = None):
     """One gradient step on a minibatch (this device's share); returns (flat params, opt_state, StepMetrics).
 
     Gradients and loss metrics are averaged over the device axis in ONE all-reduce.
     """
-    evaluate = make_evaluate(agent)
+    replay = make_replay(agent, layout)
 
     def loss_of(flat):
-        return loss_fn(unravel(flat), batch, hp, agent.config, evaluate)
+        return loss_fn(unravel(flat), batch, hp, agent.config, replay)
 
     (_, metrics), grads = jax.value_and_grad(loss_of, has_aux=True)(flat_params)
     grads, metrics = pmean_flat((grads, metrics), axis_name)
-    flat_params, opt_state, grad_norm = apply_gradient(agent.config, flat_params, grads, opt_state, hp, lr)
+    flat_params, opt_state, grad_norm = apply_gradient(agent.config, flat_params, grads, opt_state, hp)
     return flat_params, opt_state, StepMetrics(metrics, grad_norm)
 
 
-def run_epochs(agent: Agent, loss_fn: LossFn, params, opt_state, batch: LossInputs, indices: jax.Array,
-               adv_mean: jax.Array, adv_std: jax.Array, hp: HParams, lr: jax.Array,
-               axis_name: str | None = None):
-    """config.num_epochs passes of config.num_minibatches steps over a laid-out rollout batch.
+class UpdatePlan(NamedTuple):
+    """The first half of an update (`prepare`): the laid-out batch, every epoch's minibatch indices, and this
+    device's statistics that must be gathered before learning."""
+
+    batch: LossInputs  # laid out by the layout
+    indices: jax.Array  # int32 [E, M, n]
+    advantage_moments: Moments  # [E, M]: this device's share of every minibatch's advantages
+
+
+def prepare(layout: Layout, batch: LossInputs, key: jax.Array, num_local_envs: int,
+            first_env: jax.Array | int) -> UpdatePlan:
+    """Lay out a rollout batch ([T, B, ...], carry [B, ...]) and plan every epoch's minibatches."""
+    batch = layout.arrange(batch)
+    indices = layout.minibatches(key, num_local_envs, first_env)
+    return UpdatePlan(batch, indices, layout.advantage_moments(batch.advantages, indices))
+
+
+def learn(agent: Agent, layout: Layout, loss_fn: LossFn, params, opt_state, plan: UpdatePlan,
+          gathered_advantage_moments: Moments, hp: HParams, axis_name: str | None = None):
+    """The second half of an update: config.num_epochs passes of config.num_minibatches steps over plan.batch.
 
     Args:
-      batch: layout_batch(config, rollout batch).
-      indices: int32 [E, M, n] from epoch_minibatches.
-      adv_mean, adv_std: float32 [E, M] statistics of each global minibatch (used when normalize_advantages).
+      gathered_advantage_moments: Moments [D, E, M] of every device's plan.advantage_moments (one all-gather done
+        by the trainer with its other statistics); used when normalize_advantages.
+      hp: the update's effective hyperparameters (schedules applied).
     Returns:
       (params, opt_state, StepMetrics averaged over all minibatch steps).
     """
     config = agent.config
     flat_params, unravel = ravel_pytree(params)
     # Every minibatch of every epoch gathered at once (one vectorised gather instead of one per step).
-    indices = indices.reshape((-1,) + indices.shape[2:])
-    minibatches = jax.vmap(lambda index: take_minibatch(config, batch, index))(indices)
+    indices = plan.indices.reshape((-1,) + plan.indices.shape[2:])
+    minibatches = jax.vmap(lambda index: layout.take(plan.batch, index))(indices)
     if config.normalize_advantages:
-        mean, std = adv_mean.reshape(-1), adv_std.reshape(-1)
-        scale = jnp.expand_dims(1.0 / (std + 1e-8), tuple(range(1, minibatches.advantages.ndim)))
-        shift = jnp.expand_dims(mean, tuple(range(1, minibatches.advantages.ndim)))
+        per_device = plan.batch.advantages.size // config.num_minibatches
+        mean, std = advantage_statistics(gathered_advantage_moments, per_device)
+        expand = tuple(range(1, minibatches.advantages.ndim))
+        scale = jnp.expand_dims(1.0 / (std.reshape(-1) + 1e-8), expand)
+        shift = jnp.expand_dims(mean.reshape(-1), expand)
         minibatches = minibatches._replace(advantages=(minibatches.advantages - shift) * scale)
 
     def step(carry, minibatch):
         flat_params, opt_state = carry
-        flat_params, opt_state, metrics = minibatch_step(agent, loss_fn, unravel, flat_params, opt_state, minibatch,
-                                                         hp, lr, axis_name)
+        flat_params, opt_state, metrics = minibatch_step(agent, layout, loss_fn, unravel, flat_params, opt_state,
+                                                         minibatch, hp, axis_name)
         return (flat_params, opt_state), metrics
 
     (flat_params, opt_state), metrics = lax.scan(step, (flat_params, opt_state), minibatches)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import jaxppo
-from jaxppo.agent import env_action, make_agent, policy_input
+from jaxppo.agent import make_agent, policy_input
+from jaxppo.distributions import make_family
 from jaxppo.envs import EnvSpec
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, RunningMoments, init_moments
@@ -19,12 +20,13 @@ def test_continuous_actions_are_reshaped_and_clipped_only_at_the_env_boundary():
     spec = EnvSpec(obs_shape=(3,), continuous=True, num_actions=4, action_shape=(2, 2),
                    action_low=np.full((2, 2), -1.0, np.float32), action_high=np.array([[1, 2], [3, 4]], np.float32))
     flat = jnp.array([[5.0, -5.0, 2.5, 0.5], [0.0, 0.0, 0.0, 9.0]])
-    out = np.asarray(env_action(spec, flat))
+    family = make_family(jaxppo.PPOConfig(env="Pendulum-v1"), spec)
+    out = np.asarray(family.to_env(flat))
     assert out.shape == (2, 2, 2)
     np.testing.assert_array_equal(out[0], [[1.0, -1.0], [2.5, 0.5]])
     np.testing.assert_array_equal(out[1], [[0.0, 0.0], [0.0, 4.0]])
     discrete = EnvSpec((3,), False, 2, (), None, None)
-    np.testing.assert_array_equal(env_action(discrete, jnp.array([1, 0])), [1, 0])
+    np.testing.assert_array_equal(make_family(jaxppo.PPOConfig(), discrete).to_env(jnp.array([1, 0])), [1, 0])
 
 
 def test_policy_input_normalises_with_the_given_statistics_or_asks_for_them():

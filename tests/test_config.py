@@ -133,7 +133,9 @@ def test_hparams_from_config(vf_clip_eps, expected):
     hp = HParams.from_config(config)
     # One declaration: the traced names are the PPOConfig fields marked traced.
     assert hparam_names() == ("lr", "gamma", "gae_lambda", "clip_eps", "vf_clip_eps", "ent_coef", "vf_coef",
-                              "max_grad_norm")
+                              "max_grad_norm", "lr_schedule", "lr_final", "lr_warmup", "ent_coef_schedule",
+                              "ent_coef_final", "ent_coef_warmup", "clip_eps_schedule", "clip_eps_final",
+                              "clip_eps_warmup")
     # vf_clip_eps None is NaN in HParams ("follow clip_eps"), resolved where it is used.
     np.testing.assert_allclose(float(value_clip_eps(hp)), expected, rtol=1e-6)
     np.testing.assert_allclose(float(value_clip_eps(hp.replace(clip_eps=0.1))), 0.1 if vf_clip_eps is None else 0.5,

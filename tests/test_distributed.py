@@ -24,7 +24,7 @@ from jaxppo.collectives import DEVICE_AXIS, replicas_in_sync
 from jaxppo.config import HParams
 from jaxppo.losses import ppo_loss
 from jaxppo.networks import init_params
-from jaxppo.update import init_optimizer_state, make_evaluate, minibatch_step
+from jaxppo.update import init_optimizer_state, make_layout, make_replay, minibatch_step
 from tests import helpers
 from tests.helpers import SHORT_RUN, random_minibatch
 
@@ -37,7 +37,7 @@ def _mesh(n: int = NUM_DEVICES) -> Mesh:
 
 
 def _loss_grad(agent, params, batch, hp):
-    return jax.grad(lambda p: ppo_loss(p, batch, hp, agent.config, make_evaluate(agent))[0])(params)
+    return jax.grad(lambda p: ppo_loss(p, batch, hp, agent.config, make_replay(agent, make_layout(agent.config)))[0])(params)
 
 
 def _grad_on_devices(agent, params, batch, hp, check_vma: bool):
@@ -72,12 +72,12 @@ def test_minibatch_step_on_devices_equals_full_batch_step_without_clipping():
     flat, unravel = ravel_pytree(params)
     opt_state = init_optimizer_state(agent.config, params)
     batch = random_minibatch(jax.random.key(2))
-    hp = HParams.from_config(agent.config).replace(max_grad_norm=1e9)  # no clipping
-    lr = jnp.float32(1e-2)
-    expected, _, metrics = minibatch_step(agent, ppo_loss, unravel, flat, opt_state, batch, hp, lr)
+    hp = HParams.from_config(agent.config).replace(max_grad_norm=1e9, lr=1e-2)  # no clipping
+    layout = make_layout(agent.config)
+    expected, _, metrics = minibatch_step(agent, layout, ppo_loss, unravel, flat, opt_state, batch, hp)
 
     def per_device(flat, opt_state, batch):
-        return minibatch_step(agent, ppo_loss, unravel, flat, opt_state, batch, hp, lr, DEVICE_AXIS)
+        return minibatch_step(agent, layout, ppo_loss, unravel, flat, opt_state, batch, hp, DEVICE_AXIS)
 
     got, _, got_metrics = jax.jit(jax.shard_map(per_device, mesh=_mesh(), in_specs=(P(), P(), P(DEVICE_AXIS)),
                                                 out_specs=P(), check_vma=False))(flat, opt_state, batch)

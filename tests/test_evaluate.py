@@ -58,7 +58,8 @@ def test_evaluate_normalises_observations_once_with_the_given_statistics():
     agent = make_agent(config)
     params = init_params(agent.network, agent.spec, jax.random.key(0))
     # A decisive actor (mean actions of order 1, not 0.01) so that different inputs give different returns.
-    params["params"]["actor_head"]["kernel"] = params["params"]["actor_head"]["kernel"] * 100.0
+    # (log_std starts at 0, so scaling the whole Gaussian head leaves it at 0)
+    params["params"]["actor_head"] = jax.tree.map(lambda x: x * 100.0, params["params"]["actor_head"])
     moments = RunningMoments(mean=jnp.array([0.3, -0.2, 1.0]), var=jnp.array([0.25, 4.0, 9.0]),
                              count=jnp.asarray(100.0))
     key = jax.random.key(3)

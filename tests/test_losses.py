@@ -10,9 +10,9 @@ import pytest
 
 from jaxppo.agent import make_agent
 from jaxppo.config import HParams, PPOConfig
-from jaxppo.losses import LossInputs, clipped_surrogate_loss, normalize_advantages, ppo_loss, value_loss
+from jaxppo.losses import LossInputs, clipped_surrogate_loss, ppo_loss, value_loss
 from jaxppo.networks import init_params
-from jaxppo.update import make_evaluate
+from jaxppo.update import make_layout, make_replay
 
 # ------------------------------------------------------------------------------------------ clipped surrogate
 # Five samples, clip_eps = 0.2, log ratio d = log pi - log pi_old:
@@ -74,25 +74,6 @@ def test_clipped_value_loss_gradient():
     # d/dV of 0.5 * mean(...): (V - R) / 3 where the unclipped term is in force, 0 where the clipped (saturated)
     # term wins: [-0.5/3, 1.0/3, 0] = [-0.1666667, 0.3333333, 0]
     chex.assert_trees_all_close(grad, jnp.array([-0.1666667, 0.3333333, 0.0]), rtol=1e-5, atol=1e-7)
-
-
-# ------------------------------------------------------------------------------------ advantage normalisation
-def test_normalize_advantages_population_std():
-    adv = np.array([1.0, 2.0, 4.0, -3.0, 0.5], np.float32)
-    out = np.asarray(normalize_advantages(jnp.asarray(adv)))
-    # Population std (ddof=0); with N=5, ddof=1 would give std(out) = sqrt(4/5) = 0.894.
-    expected = (adv - adv.mean()) / (np.sqrt(np.mean((adv - adv.mean()) ** 2)) + 1e-8)
-    chex.assert_trees_all_close(out, expected, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(out.mean(), 0.0, atol=1e-6)
-    np.testing.assert_allclose(out.std(), 1.0, rtol=1e-5)
-
-
-def test_normalize_advantages_uses_global_statistics_over_the_axis():
-    adv = np.random.default_rng(0).normal(2.0, 3.0, size=(4, 6)).astype(np.float32)
-    # Four "devices" of six samples each: the statistics are those of all 24 samples.
-    sharded = jax.vmap(lambda a: normalize_advantages(a, axis_name="d"), axis_name="d")(jnp.asarray(adv))
-    expected = (adv - adv.mean()) / (adv.std() + 1e-8)
-    chex.assert_trees_all_close(np.asarray(sharded), expected, rtol=1e-5, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------- ppo_loss
@@ -166,8 +147,9 @@ def test_ppo_loss_matches_numpy(cartpole, normalize_adv, clip_value):
     config = PPOConfig(clip_value_loss=clip_value, normalize_advantages=normalize_adv)
     hp = HParams.from_config(config).replace(**coefs)
     # The update normalises advantages before the loss (with global minibatch statistics); do the same here.
-    given = batch._replace(advantages=normalize_advantages(batch.advantages)) if normalize_adv else batch
-    loss, metrics = ppo_loss(params, given, hp, config, make_evaluate(agent))
+    adv = np.asarray(batch.advantages)
+    given = batch._replace(advantages=jnp.asarray((adv - adv.mean()) / (adv.std() + 1e-8))) if normalize_adv else batch
+    loss, metrics = ppo_loss(params, given, hp, config, make_replay(agent, make_layout(agent.config)))
     expected = _np_ppo_loss(logits, values, batch, **coefs, normalize_adv=normalize_adv, clip_value=clip_value)
     # The batch really exercises the clip: some samples inside, some outside the range; policy not uniform.
     assert 0.2 < expected["clip_fraction"] < 0.8
@@ -185,7 +167,7 @@ def test_ppo_loss_on_policy_batch_has_unit_ratio(cartpole):
     agent, params, obs, logits, values = cartpole
     batch = _batch(obs, logits, values, log_ratio_scale=0.0, seed=3)
     config = PPOConfig(ent_coef=0.0)
-    _, metrics = ppo_loss(params, batch, HParams.from_config(config), config, make_evaluate(agent))
+    _, metrics = ppo_loss(params, batch, HParams.from_config(config), config, make_replay(agent, make_layout(agent.config)))
     # r = 1 everywhere: approx_kl = (1 - 1) - log 1 = 0, nothing clipped, policy loss = -mean(A).
     np.testing.assert_allclose(float(metrics.approx_kl), 0.0, atol=1e-6)
     assert float(metrics.clip_fraction) == 0.0
@@ -196,7 +178,7 @@ def test_value_clip_range_follows_clip_eps_on_every_path(cartpole):
     # vf_clip_eps=None means "follow clip_eps": the same whether clip_eps is changed in the config or in HParams.
     agent, params, obs, logits, values = cartpole
     batch = _batch(obs, logits, values, log_ratio_scale=0.3, seed=4)
-    evaluate = make_evaluate(agent)
+    evaluate = make_replay(agent, make_layout(agent.config))
     base = PPOConfig(normalize_advantages=False)
     via_config = ppo_loss(params, batch, HParams.from_config(PPOConfig(normalize_advantages=False, clip_eps=0.05)),
                           base, evaluate)[1]

@@ -55,15 +55,14 @@ def test_sequence_layout_of_a_feed_forward_network(cartpole):
 
 @pytest.mark.parametrize("init_log_std, expected", [(-0.5, -0.5), (None, 0.0)])
 def test_continuous_policy_log_std_init(init_log_std, expected):
-    from jaxppo.agent import distribution
     from jaxppo.distributions import DiagGaussian
 
     config = PPOConfig(env="Pendulum-v1", init_log_std=init_log_std)
     network, params, spec = _build(config)
     assert spec.continuous and spec.num_actions == 1
-    chex.assert_trees_all_close(params["params"]["log_std"], jnp.array([expected]))
-    _, means, values = _apply(network, params, jax.random.normal(jax.random.key(1), (1, 6, 3)))
-    dist = distribution(make_agent(config), params, means[0])
+    chex.assert_trees_all_close(params["params"]["actor_head"]["log_std"], jnp.array([expected]))
+    _, dist_params, values = _apply(network, params, jax.random.normal(jax.random.key(1), (1, 6, 3)))
+    dist = make_agent(config).family.create(jax.tree.map(lambda x: x[0], dist_params), None)
     assert isinstance(dist, DiagGaussian)
     chex.assert_shape((dist.mean, dist.log_std, values[0]), [(6, 1), (6, 1), (6,)])
     chex.assert_trees_all_close(dist.log_std, jnp.full((6, 1), expected))

@@ -7,8 +7,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
-from jaxppo.collectives import DEVICE_AXIS
-from jaxppo.normalizers import RunningMoments, init_moments, normalize_obs, scale_reward, update_moments
+from jaxppo.collectives import DEVICE_AXIS, gather, local_moments
+from jaxppo.normalizers import RunningMoments, init_moments, merge_moments, normalize_obs, scale_reward
+
+
+def update_moments(moments, batch, axis_name=None):
+    """What the trainer does with a rollout's observations: this device's moments, one all-gather, merge."""
+    return merge_moments(moments, gather(local_moments(batch, (0,)), axis_name), batch.shape[0])
 
 
 def test_running_moments_match_numpy_over_several_batches():
@@ -54,7 +59,7 @@ def test_warm_up_seeds_the_statistics_in_separate_environments():
     config = jaxppo.PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=8, total_timesteps=64, num_minibatches=1,
                               normalize_observations=True, normalize_rewards=True, normalizer_warmup_steps=50)
     agent = make_train_parts(config).agent
-    state = init_state(agent, jax.random.key(0))
+    state = init_state(agent, jax.random.key(0), jaxppo.HParams.from_config(config))
     # 4 environments x 50 warm-up steps were merged into the prior (weight 1e-4).
     np.testing.assert_allclose(float(state.normalizers.obs.count), 200 + 1e-4, rtol=1e-6)
     np.testing.assert_allclose(float(state.normalizers.reward.count), 200 + 1e-4, rtol=1e-6)
@@ -64,6 +69,6 @@ def test_warm_up_seeds_the_statistics_in_separate_environments():
     # The trained environments start fresh: no step taken, every observation the first of an episode.
     assert bool(jnp.all(state.env.first)) and int(jnp.sum(state.env.episodes.lengths)) == 0
     plain = init_state(make_train_parts(jaxppo.PPOConfig(**{**config.__dict__, "normalizer_warmup_steps": 0}))
-                       .agent, jax.random.key(0))
+                       .agent, jax.random.key(0), jaxppo.HParams.from_config(config))
     np.testing.assert_array_equal(np.asarray(plain.env.obs), np.asarray(state.env.obs))  # same resets either way
     np.testing.assert_allclose(float(plain.normalizers.obs.count), 1e-4)

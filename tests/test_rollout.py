@@ -88,18 +88,18 @@ def test_randomness_depends_on_the_global_env_index_only():
 
 
 def test_action_noise_from_random_words_has_the_right_distribution():
-    from jaxppo.distributions import noise_from_bits, open_unit_interval
+    from jaxppo.distributions import gumbel_from_bits, normal_from_bits, open_unit_interval
 
     bits = jax.random.bits(jax.random.key(0), (200_000,), jnp.uint32)
     u = np.asarray(open_unit_interval(bits))
     assert u.min() > 0.0 and u.max() < 1.0
-    gumbel = np.asarray(noise_from_bits(False, bits))
-    normal = np.asarray(noise_from_bits(True, bits))
+    gumbel = np.asarray(gumbel_from_bits(bits))
+    normal = np.asarray(normal_from_bits(bits))
     # Standard Gumbel: mean = Euler's gamma 0.5772, variance pi^2 / 6 = 1.645; standard normal: 0 and 1.
     np.testing.assert_allclose([gumbel.mean(), gumbel.var()], [0.5772, 1.6449], atol=0.02)
     np.testing.assert_allclose([normal.mean(), normal.var()], [0.0, 1.0], atol=0.01)
     assert np.all(np.isfinite(gumbel)) and np.all(np.isfinite(normal))
-    extremes = np.asarray(noise_from_bits(False, jnp.array([0, 2**32 - 1], jnp.uint32)))
+    extremes = np.asarray(gumbel_from_bits(jnp.array([0, 2**32 - 1], jnp.uint32)))
     assert np.all(np.isfinite(extremes))
 
 

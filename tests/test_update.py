@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 import jaxppo
 from jaxppo.config import HParams
-from jaxppo.update import (annealed_lr, apply_gradient, epoch_minibatches, init_optimizer_state, random_permutation,
+from jaxppo.update import (apply_gradient, make_layout, init_optimizer_state, random_permutation,
                            sample_minibatches, sequence_minibatches)
 
 
@@ -98,23 +98,38 @@ def test_apply_gradient_equals_optax_clip_adam_lr():
         grads = jax.tree.map(lambda x: jnp.sin(x + step) * (3.0 if step == 0 else 0.1), params)  # clipped once
         updates, ref_state = reference.update(grads, ref_state, ref_params)
         ref_params = optax.apply_updates(ref_params, updates)
-        flat, state, norm = apply_gradient(config, flat, ravel_pytree(grads)[0], state, hp, jnp.float32(1e-2))
+        flat, state, norm = apply_gradient(config, flat, ravel_pytree(grads)[0], state, hp.replace(lr=1e-2))
         np.testing.assert_allclose(float(norm), float(optax.tree.norm(grads)), rtol=1e-6)
     chex.assert_trees_all_close(unravel(flat), ref_params, rtol=1e-6, atol=1e-7)
 
 
-def test_annealing_is_linear_and_the_last_update_uses_lr_over_n():
-    config = jaxppo.PPOConfig(total_timesteps=512 * 4)
-    lrs = [float(annealed_lr(config, jnp.float32(1.0), jnp.int32(u))) for u in range(4)]
-    np.testing.assert_allclose(lrs, [1.0, 0.75, 0.5, 0.25], rtol=1e-6)  # update u of N=4: 1 - u/4; last: 1/N
-    constant = jaxppo.PPOConfig(total_timesteps=512 * 4, anneal_lr=False)
-    assert float(annealed_lr(constant, jnp.float32(1.0), jnp.int32(3))) == 1.0
-
-
 def test_epochs_shuffle_differently():
     config = jaxppo.PPOConfig(num_envs=4, num_steps=16, num_epochs=3, num_minibatches=2)
-    indices = np.asarray(epoch_minibatches(config, jax.random.key(0), 4, 0))
+    indices = np.asarray(make_layout(config).minibatches(jax.random.key(0), 4, 0))
     assert indices.shape == (3, 2, 32)
     for epoch in indices:
         np.testing.assert_array_equal(np.sort(epoch.ravel()), np.arange(64))
     assert not np.array_equal(indices[0], indices[1]) and not np.array_equal(indices[1], indices[2])
+
+
+def _advantage_statistics_loss(params, batch, hp, config, evaluate):
+    """A loss that reports the statistics of the advantages it is handed (per minibatch; averaged over steps)."""
+    adv = batch.advantages
+    zero = 0.0 * sum(jnp.sum(leaf) for leaf in jax.tree.leaves(params))  # a loss with a (zero) gradient
+    return zero, {"abs_mean": jnp.abs(jnp.mean(adv)), "std_error": jnp.abs(jnp.std(adv) - 1.0)}
+
+
+@pytest.mark.parametrize("memory", ["none", "gru"])
+def test_the_trainer_normalises_each_minibatch_with_its_own_statistics(memory):
+    # The path the trainer runs (prepare -> gathered moments -> learn): every minibatch the loss sees has mean 0
+    # and population std 1 (up to the 1e-8 in the denominator); without the option the raw advantages arrive.
+    overrides = dict(env="CartPole-v1", num_envs=8, num_steps=16, num_minibatches=4, total_timesteps=8 * 16 * 2,
+                     memory=memory, memory_size=8)
+    train = jaxppo.make_train(jaxppo.PPOConfig(**overrides), loss_fn=_advantage_statistics_loss)
+    _, metrics = jax.jit(train)(jax.random.key(0))
+    assert float(jnp.max(metrics.loss["abs_mean"])) < 1e-5
+    assert float(jnp.max(metrics.loss["std_error"])) < 1e-4
+    raw = jaxppo.make_train(jaxppo.PPOConfig(**overrides, normalize_advantages=False),
+                            loss_fn=_advantage_statistics_loss)
+    _, metrics = jax.jit(raw)(jax.random.key(0))
+    assert float(jnp.min(metrics.loss["std_error"])) > 0.05
