@@ -12,6 +12,7 @@ from jaxppo.agent import make_policy, make_value_fn
 from jaxppo.config import HParams, PPOConfig, stack_hparams
 from jaxppo.evaluate import EvalResult, evaluate_policy, make_evaluate
 from jaxppo.losses import LossInputs, LossMetrics, clipped_surrogate_loss, ppo_loss, value_loss
+from jaxppo.render import render  # imported here, not lazily: the function, not the module, is jaxppo.render
 from jaxppo.train import Metrics, TrainState, make_train
 
 __version__ = "0.2.0"
@@ -33,13 +34,15 @@ __all__ = [
     "make_train",
     "make_value_fn",
     "ppo_loss",
+    "render",
     "stack_hparams",
     "value_loss",
 ]
 
 
-def load(run_dir):
-    """A trained run folder as a ready policy: see jaxppo.outputs.load_run (config, params, act)."""
-    from jaxppo.outputs import load_run
+def load(run_dir, seed: int | None = None, env=None, env_params=None, member: int | None = None):
+    """A trained run folder as a ready policy: see jaxppo.loading.load_run (config, params, act); seed (or member)
+    is the index of a seed of a multi-seed run or a member of a sweep / PBT run (default 0; a PBT run's best)."""
+    from jaxppo.loading import load_run
 
-    return load_run(run_dir)
+    return load_run(run_dir, seed, env, env_params, member)

@@ -160,10 +160,14 @@ class CheckpointStore:
                     "digest": _digest(self.identity), "shapes": shape_digest(saved)}
         record = {"config": config_to_dict(self.config), "step": int(step), "checksums": checksums(saved),
                   "identity": identity, **meta}
-        with _quiet_orbax():
-            self._manager.save(int(step), args=ocp.args.Composite(
-                state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(record)), force=True)
-            self._manager.wait_until_finished()
+        try:
+            with _quiet_orbax():
+                self._manager.save(int(step), args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(record)), force=True)
+                self._manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001 - a full disk or a size limit, as orbax / tensorstore report it
+            raise CheckpointError(f"checkpoint {self.directory / str(step)}: could not be written "
+                                  f"({_short(error)})") from None
 
     def restore(self, step: int, template_state: Any) -> tuple[Any, dict[str, Any]]:
         """Read checkpoint `step` into the structure (and sharding) of template_state.
@@ -279,6 +283,15 @@ _DEFAULTS = config_to_dict(PPOConfig())
 def _abstract(x: Any) -> Any:
     sharding = getattr(x, "sharding", None)
     return jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding)
+
+
+def _short(error: BaseException) -> str:
+    """The reason of an orbax / tensorstore error without its paths and codes: e.g. 'File too large'."""
+    import re
+
+    found = re.findall(r"(No space left on device|File too large|Read-only file system|Permission denied|Disk quota "
+                       r"exceeded)", str(error))
+    return found[-1] if found else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:

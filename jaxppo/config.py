@@ -393,11 +393,27 @@ def _check_number(name: str, value: Any, low: float | None = None, high: float |
         raise ValueError(f"{name}={value!r}: must be a finite number")
     if abs(value) > FLOAT32_MAX:
         raise ValueError(f"{name}={value!r}: must fit a float32 (|value| <= {FLOAT32_MAX:.3g})")
+    tiny = float(np.finfo(np.float32).tiny)  # below it a float32 is 0 or denormal (flushed to 0 on accelerators)
+    if value != 0 and abs(value) < tiny:
+        raise ValueError(f"{name}={value!r}: is 0 in float32, where a nonzero value must be at least {tiny:.3g} in "
+                         "magnitude")
     if low is not None and (value < low or (value == low and not low_inclusive)):
         rule = f"> {low}" if not low_inclusive else f">= {low}"
         raise ValueError(f"{name}={value!r}: must be {rule}")
     if high is not None and value > high:
         raise ValueError(f"{name}={value!r}: must be <= {high}")
+
+
+def _check_replaced(name: str, value: Any) -> None:
+    """HParams.replace: a concrete value must be finite and fit a float32 (traced values are left alone)."""
+    if isinstance(value, (str, type(None))) or isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, (bool, int, float)):
+        _check_number(name, value)
+        return
+    values = np.asarray(value, np.float64)
+    if not np.all(np.isfinite(values)) or np.any(np.abs(values) > FLOAT32_MAX):
+        raise ValueError(f"{name}={value!r}: must be finite numbers that fit a float32")
 
 
 def hparam_names() -> tuple[str, ...]:
@@ -419,26 +435,37 @@ class HParams:
 
     def __init__(self, **values: Any):
         names = hparam_names()
-        missing, unknown = set(names) - set(values), set(values) - set(names)
-        if missing or unknown:
-            raise ValueError(f"HParams: missing {sorted(missing)}, unknown {sorted(unknown)}; the traced "
-                             f"hyperparameters are {', '.join(names)}")
-        object.__setattr__(self, "_values", {name: values[name] for name in names})
+        missing = set(names) - set(values)
+        if missing:
+            raise ValueError(f"HParams: missing {sorted(missing)}; the traced hyperparameters are {', '.join(names)}")
+        extra = sorted(set(values) - set(names))  # a loss's own coefficients (see from_config)
+        object.__setattr__(self, "_values", {name: values[name] for name in names + tuple(extra)})
 
     @classmethod
-    def from_config(cls, config: PPOConfig) -> HParams:
-        """The config's traced hyperparameters as float32 scalars (vf_clip_eps None -> NaN: follow clip_eps)."""
+    def from_config(cls, config: PPOConfig, extra: dict[str, float] | None = None) -> HParams:
+        """The config's traced hyperparameters as float32 scalars (vf_clip_eps None -> NaN: follow clip_eps).
+
+        extra: traced coefficients of a custom loss that are not PPOConfig fields ({name: default}), e.g. a loss
+        function's `hyperparameters` attribute (see jaxppo.losses.loss_hyperparameters); they travel, are
+        vmapped, checkpointed and explored like the config's own.
+        """
         values = {name: getattr(config, name) for name in hparam_names()}
         if values["lr_schedule"] is None:
             values["lr_schedule"] = "linear" if config.anneal_lr else "constant"
+        clash = sorted(set(extra or {}) & set(f.name for f in dataclasses.fields(PPOConfig)))
+        if clash:
+            raise ValueError(f"loss hyperparameters {clash}: already PPOConfig fields; rename them")
+        values.update(extra or {})
         return cls(**{name: _as_traced(name, value) for name, value in values.items()})
 
     def replace(self, **changes: Any) -> HParams:
-        """A copy with some values replaced (numbers become float32 arrays)."""
+        """A copy with some values replaced (numbers become float32 arrays); names must already be present."""
         unknown = sorted(set(changes) - set(self._values))
         if unknown:
             raise ValueError(f"HParams.replace: unknown {unknown}; the traced hyperparameters are "
                              f"{', '.join(self._values)}")
+        for name, v in changes.items():
+            _check_replaced(name, v)
         cast = {name: _as_traced(name, v) if isinstance(v, (int, float, str, type(None))) else v
                 for name, v in changes.items()}
         return HParams(**{**self._values, **cast})
@@ -459,12 +486,13 @@ class HParams:
         return "HParams(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
 
     def tree_flatten_with_keys(self):
-        return [(jax.tree_util.GetAttrKey(name), value) for name, value in self._values.items()], None
+        keyed = [(jax.tree_util.GetAttrKey(name), value) for name, value in self._values.items()]
+        return keyed, tuple(self._values)
 
     @classmethod
-    def tree_unflatten(cls, _aux, children) -> HParams:
+    def tree_unflatten(cls, names, children) -> HParams:
         obj = object.__new__(cls)
-        object.__setattr__(obj, "_values", dict(zip(hparam_names(), children)))
+        object.__setattr__(obj, "_values", dict(zip(names, children)))
         return obj
 
 

@@ -1,4 +1,5 @@
-"""Devices and hosts: the mesh, mapping a per-device function over it, and joining a multi-host run.
+"""Devices and hosts: the mesh, mapping a per-device function over it, joining a multi-host run, and the host-side
+agreement between processes (same settings at start, one stop decision per chunk, barriers, reading replicas).
 
 Generic: nothing here knows about PPO. `jaxppo.train` says which fields of its state are split over the device
 axis and maps its per-device `init` / `run` with `map_over_devices`.
@@ -14,6 +15,7 @@ with `lax.pmean`. `tests/test_distributed.py` pins this against a single-device 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable
 
 import jax
@@ -61,9 +63,13 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     With all three of coordinator ("HOST:PORT"), num_processes and process_id given, they are used as they are;
     with none given, JAX's cluster auto-detection (SLURM, TPU pods, Open MPI, ...) fills them in. timeout_seconds
     bounds both the wait for all processes at start-up and the detection of a dead peer (heartbeat), so a
-    missing or crashed process makes the others fail instead of hanging.
+    missing or crashed process makes the others fail instead of hanging. With explicit arguments, `rendezvous`
+    runs first: a missing or duplicate process is then a ValueError naming it (JAX's runtime would abort the
+    process natively).
     """
     check_cluster_args(coordinator, num_processes, process_id)
+    if coordinator is not None and num_processes > 1:
+        rendezvous(coordinator, num_processes, process_id, timeout_seconds)
     # Cross-process collectives on CPU (tests, CPU clusters); no effect on GPU/TPU. Must precede backend start-up.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(
@@ -71,6 +77,97 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
         shutdown_timeout_seconds=timeout_seconds,
     )
+
+
+def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_seconds: float) -> None:
+    """Every process checks in with process 0 over one plain TCP connection on the coordinator's port, before JAX's
+    runtime starts there. Returns when all num_processes processes, each with its own id, have checked in;
+    ValueError naming the missing or duplicate process ids otherwise (within timeout_seconds)."""
+    import socket
+    import time
+
+    host, _, port = coordinator.rpartition(":")
+    deadline = time.monotonic() + timeout_seconds
+    hello = f"jaxppo {process_id} {num_processes}\n".encode()
+    if process_id == 0:
+        _gather_peers(int(port), num_processes, deadline, timeout_seconds)
+        return
+    while True:  # process 0 may start later: try until the deadline
+        try:
+            conn = socket.create_connection((host, int(port)), timeout=max(0.1, deadline - time.monotonic()))
+            break
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise ValueError(f"process {process_id}: no process 0 answered at {coordinator} within "
+                                 f"{timeout_seconds:g}s; start process 0 (--process-id 0) there, with the same "
+                                 "--coordinator and --num-processes") from None
+            time.sleep(0.2)
+    with conn:
+        conn.settimeout(max(1.0, deadline - time.monotonic()) + 10)  # process 0 decides by its own deadline
+        try:
+            conn.sendall(hello)
+            reply = conn.makefile().readline().strip()
+        except OSError:
+            reply = ""
+    if reply == "go":
+        return
+    if reply.startswith("duplicate"):
+        raise ValueError(f"--process-id {process_id}: another process joined as process {process_id}; give every "
+                         "process its own --process-id")
+    if reply.startswith("abort"):
+        raise ValueError(f"process {process_id}: the run did not start: {reply[6:]}")
+    raise ValueError(f"process {process_id}: process 0 at {coordinator} did not answer (is another process running "
+                     f"as --process-id {process_id}, or something else on that port?)")
+
+
+def _gather_peers(port: int, num_processes: int, deadline: float, timeout_seconds: float) -> None:
+    """Process 0's side of rendezvous: accept every other process once, then tell them all to go (or why not)."""
+    import socket
+    import time
+
+    try:
+        server = socket.create_server(("", port))
+    except OSError as error:
+        raise ValueError(f"process 0: cannot listen on port {port} ({error.strerror}); is another process 0 of this "
+                         "run (or another program) using it?") from None
+    joined: dict[int, socket.socket] = {}
+    problem = None
+    with server:
+        while len(joined) < num_processes - 1 and problem is None:
+            server.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                conn, _ = server.accept()
+            except (socket.timeout, OSError):
+                break
+            try:
+                conn.settimeout(5)
+                words = conn.makefile().readline().split()
+                peer, count = int(words[1]), int(words[2])
+            except (OSError, ValueError, IndexError):
+                conn.close()  # not a jaxppo process: ignore it
+                continue
+            if peer in joined or peer == 0:
+                conn.sendall(b"duplicate\n")
+                conn.close()
+                problem = f"two processes joined as --process-id {peer}; give every process its own --process-id"
+            elif count != num_processes or not 0 < peer < num_processes:
+                conn.sendall(b"abort processes started with different --num-processes\n")
+                conn.close()
+                problem = (f"process {peer} was started with --num-processes {count}, process 0 with "
+                           f"{num_processes}; start every process with the same flags")
+            else:
+                joined[peer] = conn
+        missing = sorted(set(range(1, num_processes)) - set(joined))
+        if problem is None and missing:
+            problem = (f"process(es) {', '.join(map(str, missing))} of {num_processes} did not join within "
+                       f"{timeout_seconds:g}s; start every process (--process-id 0 .. {num_processes - 1})")
+        for conn in joined.values():
+            with conn:
+                with contextlib.suppress(OSError):
+                    conn.sendall(b"go\n" if problem is None else f"abort {problem}\n".encode())
+                    conn.recv(1)  # the peer closes first, so the port is free again for JAX's runtime
+    if problem is not None:
+        raise ValueError(f"process 0: {problem}")
 
 
 def detected_cluster() -> str | None:
@@ -102,3 +199,66 @@ def check_cluster_args(coordinator: str | None, num_processes: int | None, proce
         host, sep, port = coordinator.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"--coordinator {coordinator}: expected HOST:PORT, e.g. 10.0.0.1:8476")
+
+
+# ------------------------------------------------------------------------------------ agreement across processes
+def host_tree(tree: Any) -> Any:
+    """Device arrays -> numpy; replicated arrays of a multi-process run are read from a local replica."""
+
+    def leaf(x):
+        return np.asarray(x if getattr(x, "is_fully_addressable", True) else x.addressable_data(0))
+
+    return jax.tree.map(leaf, tree)
+
+
+def sync_processes(name: str) -> None:
+    """Wait until every process of a multi-host run got here (no-op on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def agree_across_processes(flag: bool) -> bool:
+    """True if any process raised flag (e.g. every process must stop after the same chunk)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.asarray([flag], np.int32))))
+
+
+def gather_json(values: Any) -> list[Any]:
+    """Every process's JSON-ready `values`, in process order (one all-gather of length-prefixed bytes)."""
+    import json
+
+    if jax.process_count() == 1:
+        return [json.loads(json.dumps(values))]
+    from jax.experimental import multihost_utils
+
+    text = json.dumps(values, sort_keys=True).encode()
+    size = 1 << max(12, (len(text) + 4).bit_length())
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([size], np.int32))).reshape(-1)
+    buffer = np.zeros(int(sizes.max()), np.uint8)
+    buffer[:4] = np.frombuffer(np.int32(len(text)).tobytes(), np.uint8)
+    buffer[4:4 + len(text)] = np.frombuffer(text, np.uint8)
+    everyone = np.asarray(multihost_utils.process_allgather(buffer)).reshape(jax.process_count(), -1)
+    return [json.loads(row[4:4 + int(np.frombuffer(row[:4].tobytes(), np.int32)[0])].tobytes()) for row in everyone]
+
+
+def agree_on_settings(settings: dict[str, dict[str, Any]]) -> None:
+    """Every process of a multi-host run must have been started with the same settings ({part: {name: value}},
+    JSON-ready): ValueError naming each `part.name` that differs from process 0's, with both values. Checked once,
+    right after joining; a no-op on one process."""
+    if jax.process_count() == 1:
+        return
+    decoded = gather_json(settings)
+    reference = decoded[0]
+    for process, other in enumerate(decoded[1:], start=1):
+        differing = [f"{part}.{name} (process 0: {reference[part].get(name)!r}, process {process}: "
+                     f"{other[part].get(name)!r})" for part in sorted(reference)
+                     for name in sorted(set(reference[part]) | set(other.get(part, {})))
+                     if reference[part].get(name) != other.get(part, {}).get(name)]
+        if differing:
+            raise ValueError(f"the processes of this run were started with different settings: "
+                             f"{', '.join(differing)}; start every process with the same flags")

@@ -2,14 +2,20 @@
 
 Two layers, as in brax's `ParametricDistribution`:
 
-- A *distribution* (`Categorical`, `DiagGaussian`) is a pytree of arrays offering sample, log_prob, entropy and
-  mode with the batch shape of its parameters; `sample_from(noise)` takes pre-drawn noise, so a rollout can draw
-  all of its randomness before the time loop.
-- An *action distribution family* (`CategoricalFamily`, `GaussianFamily`) is static and owns everything about its
-  actions that the rest of the trainer must not know: the policy head (a flax module from features to the
-  distribution's parameters, which initialises its own parameters), how a distribution is made from the head's
-  output, how much noise one draw needs and how it is made from random words, and how a policy action becomes an
-  env action. A new distribution is one family class plus one entry in `FAMILIES`.
+- A *distribution* (`Categorical`, `DiagGaussian`, `TanhGaussian`) is a pytree of arrays offering sample, log_prob,
+  entropy and mode with the batch shape of its parameters; `sample_from(noise)` takes pre-drawn noise, so a rollout
+  can draw all of its randomness before the time loop.
+- An *action distribution family* (`CategoricalFamily`, `GaussianFamily`, `TanhGaussianFamily`) is static and owns
+  everything about its actions that the rest of the trainer must not know: the policy head (a flax module from
+  features to the distribution's parameters, which initialises its own parameters), how a distribution is made
+  from the head's output, how much noise one draw needs and how it is made from random words, and how a policy
+  action becomes an env action. A new distribution is one family class plus one entry in `FAMILIES`.
+
+The continuous options follow brax's `ParametricDistribution` / `NormalTanhDistribution`
+(brax/training/distribution.py): a Gaussian over a pre-squash u whose log-prob carries tanh's Jacobian, a scale that
+is softplus or exp of a raw output plus a minimum, from a parameter or from the network (`PPOConfig.distribution`,
+`scale_type`, `scale_fn`, `min_scale`, `init_scale`). Where brax estimates the squashed entropy from one sample, the
+entropy here is a deterministic quadrature (see `TanhGaussian`).
 """
 
 from __future__ import annotations
@@ -119,7 +125,7 @@ def log_tanh_jacobian(u: jax.Array) -> jax.Array:
     The direct form is -inf once tanh(u) rounds to +-1 (|u| > 9 in float32); this one is exact there (about
     2 log 2 - 2|u|) and has bounded gradients everywhere.
     """
-    return -2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
 
 
 class TanhGaussian(NamedTuple):

@@ -7,6 +7,10 @@ episode_return / episode_length hold before any episode has ended, which is a pl
 
     loggers = make_seed_loggers(Path("runs/x"), seeds=[0, 1], tensorboard=True, wandb_project=None)
     log_metrics_history(loggers[0], jaxppo.outputs.metrics_columns(metrics), seed=0)
+    log_evaluations(loggers, env_steps, returns, lengths)      # a periodic evaluation, every seed
+
+Metric names are the same everywhere: a tracker's tag is the metrics.csv column (`episode_return`, `policy_loss`,
+...), and the periodic evaluation's curves are EVAL_METRICS (`eval_return`, ...), as `jaxppo plot --metric` takes.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import numpy as np
 TENSORBOARD_DIR = "tb"
 PLACEHOLDER_NAN = ("episode_return", "episode_length")
 """Metrics that are NaN until the first episode ends (no value yet): such points are not logged."""
+
+EVAL_METRICS = {"eval_return": "mean_return", "eval_return_std": "std_return", "eval_length": "mean_length"}
+"""The periodic evaluation's curves: name in TensorBoard, W&B and `jaxppo plot --metric` -> its eval.csv column
+(mean and std of the greedy policy's episode returns, mean episode length, per seed)."""
 
 Scalar = int | float
 
@@ -188,3 +196,31 @@ def log_metrics_history(logger: MetricsLogger, metrics_columns: Mapping[str, np.
         values = {name: column[update] for name, column in columns.items()
                   if not (name in PLACEHOLDER_NAN and not math.isfinite(float(column[update])))}
         logger.log(int(steps[update]), values)
+
+
+def evaluation_metrics(returns: np.ndarray, lengths: np.ndarray) -> dict[str, float]:
+    """EVAL_METRICS of one seed's evaluation: returns, lengths [episodes] -> {eval_return, eval_return_std,
+    eval_length} (the values eval.csv holds)."""
+    returns, lengths = np.asarray(returns, np.float64), np.asarray(lengths, np.float64)
+    return {"eval_return": float(returns.mean()), "eval_return_std": float(returns.std()),
+            "eval_length": float(lengths.mean())}
+
+
+def log_evaluations(loggers: Sequence[MetricsLogger], env_steps: int, returns: np.ndarray,
+                    lengths: np.ndarray) -> None:
+    """Log a periodic evaluation of every seed (EVAL_METRICS) at the env step it was made.
+
+    Args:
+        loggers: one per seed, as make_seed_loggers returns them; none (no tracker, or not the lead process): nothing
+            is logged.
+        env_steps: the run's env steps when the policies were evaluated.
+        returns, lengths: per seed and episode, [S, episodes].
+    """
+    if not loggers:
+        return
+    returns, lengths = np.asarray(returns), np.asarray(lengths)
+    if returns.shape != lengths.shape or returns.ndim != 2 or returns.shape[0] != len(loggers):
+        raise ValueError(f"returns and lengths must be [{len(loggers)} seeds, episodes]; got {returns.shape} and "
+                         f"{lengths.shape}")
+    for logger, seed_returns, seed_lengths in zip(loggers, returns, lengths):
+        logger.log(int(env_steps), evaluation_metrics(seed_returns, seed_lengths))

@@ -39,7 +39,23 @@ Evaluate = Callable[[Any, LossInputs], tuple[Distribution, jax.Array]]
 """evaluate(params, batch) -> (action distribution, values) with the batch's leading shape."""
 
 LossFn = Callable[[Any, LossInputs, HParams, PPOConfig, Evaluate], tuple[jax.Array, Any]]
-"""loss_fn(params, batch, hparams, config, evaluate) -> (loss, metrics pytree of float32 scalars)."""
+"""loss_fn(params, batch, hparams, config, evaluate) -> (loss, metrics pytree of float32 scalars).
+
+A loss may declare traced coefficients of its own, without a PPOConfig field, as an attribute
+`loss_fn.hyperparameters = {"l2_coef": 1e-4}` (name -> default value): the trainer adds them to HParams (read them
+as `hparams.l2_coef`), so they can be overridden, vmapped, checkpointed and explored by population-based training
+like lr or ent_coef (the spirit of optax's `inject_hyperparams`: hyperparameters are state, named by the
+transformation that uses them)."""
+
+
+def loss_hyperparameters(loss_fn: LossFn) -> dict[str, float]:
+    """The traced coefficients a loss declares ({} for ppo_loss); ValueError naming a malformed declaration."""
+    declared = getattr(loss_fn, "hyperparameters", {})
+    if not isinstance(declared, dict) or not all(isinstance(k, str) and isinstance(v, (int, float))
+                                                 and not isinstance(v, bool) for k, v in declared.items()):
+        raise ValueError(f"{getattr(loss_fn, '__name__', 'loss_fn')}.hyperparameters={declared!r}: must be a dict "
+                         "of name -> number, e.g. {'l2_coef': 1e-4}")
+    return dict(declared)
 
 
 @struct.dataclass

@@ -9,19 +9,20 @@ ResetGRU (memory="gru"): flax's GRUCell equations,
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
     h' = (1 - z) * n + z * h
 
-The input projections of all T steps are one matmul before the time loop; only h @ W_h runs inside it.
+The input projections of all T steps are one matmul before the time loop; only h @ W_h runs inside it, and the
+backward pass is written by hand (`gru_sequence`) so that dL/dW_h is one matmul after the loop.
 
-ResetLRU (memory="lru"): a real-valued gated linear recurrent unit (the RG-LRU of Griffin, De et al. 2024, a gated
-real form of the LRU of Orvieto et al. 2023) with a nonlinear readout,
+ResetLRU (memory="lru"): a real-valued gated linear recurrent unit (the RG-LRU of Griffin, De et al. 2024, itself a
+gated real form of the LRU of Orvieto et al. 2023, without its separate input gate: the write is scaled by
+sqrt(1 - a_t^2), so a gate that holds a memory also stops writing over it) with a nonlinear readout,
 
     r_t = sigmoid(W_r x_t + b_r)                 recurrence gate
-    i_t = sigmoid(W_i x_t + b_i)                 input gate
     a_t = sigmoid(L) ** (c * r_t)                per-channel decay in (0, 1), c = 8
-    h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (i_t * (W_u x_t + b_u))
+    h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (W_u x_t + b_u)
     y_t = tanh(W_y [h_t, x_t] + b_y)
 
 No gate reads h, so h_t = a_t h_{t-1} + b_t is linear in h and all T steps are computed by a parallel associative
-scan (depth O(log T)) instead of T dependent steps.
+scan (depth O(log T)) instead of T dependent steps; the carry is real-valued float32 [B, H] like the GRU's.
 
 Resets. Before step t the carry is replaced by the initial carry (zeros) where `first[t]` is set, i.e. where the
 observation of step t is the first of an episode, so no memory leaks across an episode boundary, in the rollout and
@@ -49,6 +50,70 @@ def _block_orthogonal(num_blocks: int):
     return init
 
 
+def _gru_step(w_h: jax.Array, b_hn: jax.Array, h: jax.Array, x_t: jax.Array, first_t: jax.Array):
+    """One GRU step from the carry h [B, H] (reset where first_t [B]) with input projections x_t [B, 3H]; returns
+    (h', what the backward pass needs: (h0, r, z, n, hn))."""
+    h_dim = h.shape[-1]
+    h0 = jnp.where(first_t[:, None], 0.0, h)
+    h_proj = h0 @ w_h
+    r, z = jnp.split(jax.nn.sigmoid(x_t[:, : 2 * h_dim] + h_proj[:, : 2 * h_dim]), 2, axis=-1)
+    hn = h_proj[:, 2 * h_dim:] + b_hn
+    n = jnp.tanh(x_t[:, 2 * h_dim:] + r * hn)
+    return (1.0 - z) * n + z * h0, (h0, r, z, n, hn)
+
+
+def _gru_forward(w_h, b_hn, carry, x_proj, first):
+    def step(h, xs):
+        h, saved = _gru_step(w_h, b_hn, h, *xs)
+        return h, (h, saved)
+
+    carry, (outputs, saved) = lax.scan(step, carry, (x_proj, first))
+    return (carry, outputs), saved
+
+
+@jax.custom_vjp
+def gru_sequence(w_h: jax.Array, b_hn: jax.Array, carry: jax.Array, x_proj: jax.Array,
+                 first: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The GRU over T steps: (carry after the last step [B, H], outputs [T, B, H]) from the carry [B, H], the input
+    projections x_proj [T, B, 3H] and first bool [T, B].
+
+    Its gradient is written by hand (the same values as autodiff's, up to rounding): the backward loop carries only
+    dL/dh and emits each step's dL/d(h0 @ w_h); dL/dw_h is then ONE [H, T*B] x [T*B, 3H] matmul after the loop.
+    Autodiff of lax.scan accumulates dL/dw_h inside the loop instead, reading and writing the whole H x 3H
+    accumulator at every step, which dominated the GRU update on XLA:CPU (see docs/results.md).
+    """
+    return _gru_forward(w_h, b_hn, carry, x_proj, first)[0]
+
+
+def _gru_sequence_fwd(w_h, b_hn, carry, x_proj, first):
+    out, saved = _gru_forward(w_h, b_hn, carry, x_proj, first)
+    return out, (w_h, saved, first)
+
+
+def _gru_sequence_bwd(residuals, cotangents):
+    w_h, (h0, r, z, n, hn), first = residuals
+    d_carry, d_outputs = cotangents
+
+    def step(dh, xs):
+        d_out, h0_t, r_t, z_t, n_t, hn_t, first_t = xs
+        dh = dh + d_out  # dL/dh_t: from the next step and from the output of this step
+        dn = dh * (1.0 - z_t) * (1.0 - n_t * n_t)  # through tanh
+        dr = dn * hn_t * r_t * (1.0 - r_t)
+        dz = dh * (h0_t - n_t) * z_t * (1.0 - z_t)
+        d_proj = jnp.concatenate([dr, dz, dn * r_t], axis=-1)  # dL/d(h0 @ w_h + [0, 0, b_hn])
+        dh0 = dh * z_t + d_proj @ w_h.T
+        return jnp.where(first_t[:, None], 0.0, dh0), (d_proj, jnp.concatenate([dr, dz, dn], axis=-1))
+
+    d_carry, (d_proj, d_x) = lax.scan(step, d_carry, (d_outputs, h0, r, z, n, hn, first), reverse=True)
+    h_dim = h0.shape[-1]
+    d_w = jnp.einsum("tbi,tbj->ij", h0, d_proj)
+    d_b = jnp.sum(d_proj[..., 2 * h_dim:], axis=(0, 1))
+    return d_w, d_b, d_carry, d_x, None
+
+
+gru_sequence.defvjp(_gru_sequence_fwd, _gru_sequence_bwd)
+
+
 class ResetGRU(nn.Module):
     """GRU over a time-major sequence with resets. features: carry width H."""
 
@@ -74,17 +139,7 @@ class ResetGRU(nn.Module):
         w_h = self.param("recurrent_kernel", _block_orthogonal(3), (h_dim, 3 * h_dim))
         b_hn = self.param("recurrent_bias_n", nn.initializers.zeros, (h_dim,))
 
-        def step(h, xs):
-            x_t, first_t = xs
-            h = jnp.where(first_t[:, None], 0.0, h)
-            rz_x, n_x = x_t[:, : 2 * h_dim], x_t[:, 2 * h_dim:]
-            h_proj = h @ w_h
-            r, z = jnp.split(jax.nn.sigmoid(rz_x + h_proj[:, : 2 * h_dim]), 2, axis=-1)
-            n = jnp.tanh(n_x + r * (h_proj[:, 2 * h_dim:] + b_hn))
-            h = (1.0 - z) * n + z * h
-            return h, h
-
-        return lax.scan(step, carry, (x_proj, first))
+        return gru_sequence(w_h, b_hn, carry, x_proj, first)
 
 
 # ------------------------------------------------------------------------------------------------ linear scan
@@ -108,17 +163,8 @@ def linear_recurrence(carry: jax.Array, a: jax.Array, b: jax.Array, first: jax.A
     """
     a = jnp.where(first[..., None], 0.0, a)
     b = b.at[0].add(a[0] * carry)  # fold the carry into step 0 (a[0] is 0 where step 0 starts an episode)
-    if SCAN == "assoc":
-        _, h = lax.associative_scan(_compose, (a, b), axis=0)
-        return h
-    num_steps, shift = a.shape[0], 1
-    while shift < num_steps:
-        a_prev = jnp.concatenate([jnp.ones_like(a[:shift]), a[:-shift]], axis=0)
-        b_prev = jnp.concatenate([jnp.zeros_like(b[:shift]), b[:-shift]], axis=0)
-        a, b = _compose((a_prev, b_prev), (a, b))
-        shift *= 2
-    return b
-SCAN = "ks"
+    _, h = lax.associative_scan(_compose, (a, b), axis=0)
+    return h
 
 
 def _decay_init(min_rate: float, max_rate: float, power: float):
@@ -157,14 +203,13 @@ class ResetLRU(nn.Module):
           (carry after step T-1 [B, H], outputs [T, B, H]).
         """
         h_dim = self.features
-        gates = nn.Dense(3 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs)
-        r, i, u = jnp.split(gates, 3, axis=-1)
+        gate, value = jnp.split(nn.Dense(2 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs),
+                                2, axis=-1)
         decay = self.param("decay", _decay_init(self.min_rate, self.max_rate, self.gate_power), (h_dim,))
-        log_a = -self.gate_power * jax.nn.sigmoid(r) * jax.nn.softplus(-decay)  # log(sigmoid(L) ** (c r))
-        a = jnp.exp(log_a)
+        log_a = -self.gate_power * jax.nn.sigmoid(gate) * jax.nn.softplus(-decay)  # log(sigmoid(L) ** (c r))
         # sqrt(1 - a^2) keeps h on the scale of its input; floored so its gradient stays finite as a -> 1.
         scale = jnp.sqrt(jnp.maximum(-jnp.expm1(2.0 * log_a), 1e-6))
-        h = linear_recurrence(carry, a, scale * jax.nn.sigmoid(i) * u, first)
+        h = linear_recurrence(carry, jnp.exp(log_a), scale * value, first)
         out = jnp.tanh(nn.Dense(h_dim, kernel_init=nn.initializers.lecun_normal(), name="readout")(
             jnp.concatenate([h, inputs], axis=-1)))
         return h[-1], out

@@ -31,6 +31,7 @@ FINAL_WINDOW = 10
 
 CONFIG, RUN, METRICS, SUMMARY, PARAMS = "config.json", "run.json", "metrics.csv", "summary.json", "final_params.msgpack"
 EVAL_CSV, EVAL_JSON, SWEEP_CSV, SWEEP_PNG = "eval.csv", "eval.json", "sweep.csv", "sweep.png"
+HPARAMS_CSV, LINEAGE_CSV = "hparams.csv", "lineage.csv"  # population runs (jaxppo.population)
 CHECKPOINTS, TENSORBOARD = "checkpoints", "tb"
 RETIRED_CONFIG_FIELDS = {"parallel"}
 """Fields of configs written by earlier versions that are read and ignored (jax.pmap is no longer offered)."""

@@ -1,17 +1,26 @@
-"""Learning-curve figures from run folders (metrics.csv) and sweeps: return vs env steps, a line and a band over seeds.
+"""Learning-curve figures from run folders (metrics.csv, eval.csv) and sweeps: a metric vs env steps, a line and a
+band over seeds.
+
+    plot_runs(["runs/a", "runs/b"], "curves.png", metric="eval_return")   # what `jaxppo plot` draws
+
+A metric is named as everywhere else (metrics.csv, TensorBoard, W&B): a metrics.csv column (`episode_return`,
+`policy_loss`, ...; a loss metric also by its path in the Metrics pytree, `loss.policy_loss`), or a periodic
+evaluation curve from eval.csv (`eval_return`, `eval_return_std`, `eval_length`; see jaxppo.loggers.EVAL_METRICS).
 
 Uses matplotlib's object API with the Agg canvas (no pyplot, no display, no global backend switch).
 """
 
 from __future__ import annotations
 
+import csv
 import warnings
 from pathlib import Path
-from typing import Literal, Sequence, get_args
+from typing import Literal, NamedTuple, Sequence, get_args
 
 import numpy as np
 
 from jaxppo import outputs
+from jaxppo.loggers import EVAL_METRICS
 
 Band = Literal["std", "minmax", "iqr"]
 BANDS: tuple[str, ...] = get_args(Band)
@@ -112,18 +121,111 @@ def plot_curves(env_steps: np.ndarray | Sequence[np.ndarray], curves: Sequence[n
     return out
 
 
+class RunCurve(NamedTuple):
+    """One run's curve of a metric: x values and one row per seed."""
+
+    label: str
+    env_steps: np.ndarray  # int64 [U]: env steps of each point
+    values: np.ndarray  # float64 [S, U]: per seed (NaN where there is no value)
+
+
+def metric_column(metric: str, columns: Sequence[str]) -> str:
+    """The metrics.csv column a metric name means: the column itself, or a loss metric by its path in the Metrics
+    pytree ('loss.policy_loss' or 'loss/policy_loss' -> 'policy_loss'; a custom loss's nested 'loss.a.b' -> 'a/b').
+
+    Raises:
+      ValueError: naming the metrics there are (the columns and EVAL_METRICS).
+    """
+    if metric in columns:
+        return metric
+    path = metric.replace(".", "/")
+    for candidate in (path, path[len("loss/"):] if path.startswith("loss/") else None):
+        if candidate and candidate in columns:
+            return candidate
+    names = [c for c in columns if c != "env_steps"]
+    raise ValueError(f"no metric {metric!r}; metrics: {', '.join(names)} (a loss metric also as loss.NAME); "
+                     f"evaluation curves: {', '.join(EVAL_METRICS)}")
+
+
+def read_eval_csv(path: str | Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """eval.csv (rows update, env_steps, seed, mean_return, std_return, mean_length) -> (env_steps int64 [E],
+    {column: float64 [S, E]}) over the E evaluations in update order; a repeated (seed, update) row keeps the last.
+
+    Raises:
+      ValueError: naming the file when it has no rows or a row that is not numeric.
+    """
+    path = Path(path)
+    rows = list(csv.reader(path.read_text().splitlines()))
+    header = ["update", "env_steps", "seed", *EVAL_METRICS.values()]
+    if len(rows) < 2 or rows[0][: len(header)] != header:
+        raise ValueError(f"{path} has no evaluation rows (expected a header {','.join(header)} and rows)")
+    try:
+        parsed = [(int(r[0]), int(r[1]), int(r[2]), [float(r[3 + i]) for i in range(len(EVAL_METRICS))])
+                  for r in rows[1:] if r]
+    except (ValueError, IndexError):
+        raise ValueError(f"{path} holds a row that is not numeric or has too few fields") from None
+    updates = sorted({u for u, _, _, _ in parsed})
+    seeds = sorted({s for _, _, s, _ in parsed})
+    steps = dict((u, e) for u, e, _, _ in parsed)
+    values = np.full((len(EVAL_METRICS), len(seeds), len(updates)), np.nan)
+    for update, _, seed, row in parsed:
+        values[:, seeds.index(seed), updates.index(update)] = row
+    env_steps = np.array([steps[u] for u in updates], np.int64)
+    return env_steps, dict(zip(EVAL_METRICS.values(), values))
+
+
+def read_run_curve(run_dir: str | Path, metric: str = "episode_return", smooth: int = 1,
+                   label: str | None = None) -> RunCurve:
+    """One run folder's curve of a metric (see metric_column and EVAL_METRICS), smoothed over `smooth` points.
+
+    Raises:
+      ValueError: naming the folder or file when the metric or the file it lives in is missing.
+    """
+    run_dir = Path(run_dir)
+    label = label if label is not None else (run_dir.name or str(run_dir))
+    if metric in EVAL_METRICS:
+        path = run_dir / outputs.EVAL_CSV
+        if not path.is_file():
+            raise ValueError(f"{run_dir}: no eval.csv, so no {metric} curve; train with --eval-every N to evaluate "
+                             "during the run")
+        env_steps, columns = read_eval_csv(path)
+        return RunCurve(label, env_steps, smooth_curves(columns[EVAL_METRICS[metric]], smooth))
+    path = run_dir / outputs.METRICS
+    if not path.is_file():
+        raise ValueError(f"{run_dir}: no metrics.csv; pass folders written by `jaxppo train --out DIR`")
+    columns = outputs.read_metrics_csv(path)
+    if "env_steps" not in columns:
+        raise ValueError(f"{path}: no 'env_steps' column (columns: {', '.join(columns)})")
+    try:
+        name = metric_column(metric, list(columns))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return RunCurve(label, columns["env_steps"][0].astype(np.int64), smooth_curves(columns[name], smooth))
+
+
+def plot_run_curves(curves: Sequence[RunCurve], out: Path, metric: str = "episode_return", band: str = "std",
+                    smooth: int = 1) -> Path:
+    """Save the curves of read_run_curve as a PNG at out, titled by the metric; returns out."""
+    what = metric.replace("_", " ")
+    title = f"{what} vs env steps" + (f" (moving average of {smooth} points)" if smooth > 1 else "")
+    return plot_curves([c.env_steps for c in curves], [c.values for c in curves], [c.label for c in curves], out,
+                       title=title, band=band, ylabel=what)
+
+
 def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None = None, band: str = "std",
               smooth: int = 1, metric: str = "episode_return") -> Path:
     """A metric (default the episode return) vs env steps of several `jaxppo train` runs, one line and band over
     each run's seeds, as a PNG.
 
     Args:
-      run_dirs: run folders, each with a metrics.csv (columns seed, update, env_steps, episode_return, ...).
+      run_dirs: run folders, each with a metrics.csv (columns seed, update, env_steps, episode_return, ...) and,
+        for an evaluation curve, an eval.csv.
       out: PNG path.
       labels: legend label per run (default: the folder names).
       band: "std", "minmax" or "iqr" (see BAND_DESCRIPTIONS).
-      smooth: trailing moving-average window over updates (1: none).
-      metric: the metrics.csv column to plot.
+      smooth: trailing moving-average window over points (updates, or evaluations; 1: none).
+      metric: a metrics.csv column (`loss.NAME` for a loss metric works too; see metric_column) or an evaluation
+        curve (EVAL_METRICS: eval_return, eval_return_std, eval_length).
 
     Returns:
       out.
@@ -135,17 +237,57 @@ def plot_runs(run_dirs: Sequence[Path], out: Path, labels: Sequence[str] | None 
         labels = [d.name or str(d) for d in run_dirs]
     if len(labels) != len(run_dirs):
         raise ValueError(f"plot_runs: {len(run_dirs)} run folders but {len(labels)} labels")
-    xs, curves = [], []
-    for run_dir in run_dirs:
-        path = run_dir / "metrics.csv"
-        if not path.is_file():
-            raise ValueError(f"{run_dir}: no metrics.csv; pass folders written by `jaxppo train --out DIR`")
-        columns = outputs.read_metrics_csv(path)
-        for name in ("env_steps", metric):
-            if name not in columns:
-                raise ValueError(f"{path}: no {name!r} column (columns: {', '.join(columns)})")
-        xs.append(columns["env_steps"][0])
-        curves.append(smooth_curves(columns[metric], smooth))
-    title = f"{metric.replace('_', ' ')} vs env steps" + (f" (moving average of {smooth} updates)" if smooth > 1
-                                                           else "")
-    return plot_curves(xs, curves, labels, out, title=title, band=band, ylabel=metric.replace("_", " "))
+    curves = [read_run_curve(d, metric, smooth, label) for d, label in zip(run_dirs, labels)]
+    return plot_run_curves(curves, out, metric, band, smooth)
+
+
+def population_figure(run_dir: str | Path):
+    """A population run's figure (a sweep's or PBT's): the top panel draws every member's episode return vs env
+    steps; one panel per varied hyperparameter draws every member's value over the run (hparams.csv, log scale
+    for positive values spanning > 10x), with a dot where a member copied another (lineage.csv, PBT).
+
+    Returns a matplotlib Figure on an Agg canvas. ValueError naming the file when the folder has no hparams.csv.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from jaxppo.population import read_hparams
+
+    run_dir = Path(run_dir)
+    if not (run_dir / outputs.HPARAMS_CSV).is_file():
+        raise ValueError(f"{run_dir}/{outputs.HPARAMS_CSV} is missing: only sweep and PBT runs (jaxppo sweep / "
+                         "jaxppo pbt) have a population to draw")
+    columns = outputs.read_metrics_csv(run_dir / outputs.METRICS)
+    names, rows = read_hparams(run_dir)
+    lineage = np.zeros((0, 5))
+    if (run_dir / outputs.LINEAGE_CSV).is_file():
+        lineage = np.loadtxt(run_dir / outputs.LINEAGE_CSV, delimiter=",", skiprows=1, ndmin=2).reshape(-1, 5)
+    steps_per_update = outputs.read_config(run_dir).batch_size
+    members = columns["episode_return"].shape[0]
+    fig = Figure(figsize=(8, 2.6 * (1 + len(names))))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1 + len(names), 1, sharex=True, squeeze=False)[:, 0]
+    colors = [axes[0]._get_lines.get_next_color() for _ in range(members)]
+    for m in range(members):
+        axes[0].plot(columns["env_steps"][m], columns["episode_return"][m], color=colors[m], lw=1, label=f"member {m}")
+    axes[0].set_ylabel("episode return")
+    axes[0].set_title(f"{run_dir.name}: {members} members", fontsize=10)
+    for ax, (i, name) in zip(axes[1:], enumerate(names)):
+        for m in range(members):
+            mine = rows[rows[:, 1] == m]
+            ax.step(mine[:, 0] * steps_per_update, mine[:, 2 + i], where="post", color=colors[m], lw=1)
+            copied = lineage[lineage[:, 1] == m]
+            if len(copied):
+                at = [mine[mine[:, 0] == u][0, 2 + i] for u in copied[:, 0]]
+                ax.plot(copied[:, 0] * steps_per_update, at, "o", color=colors[m], ms=3)
+        values = rows[:, 2 + i]
+        if np.all(values > 0) and values.max() > 10 * values.min():
+            ax.set_yscale("log")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0].grid(alpha=0.3)
+    if members <= 16:
+        axes[0].legend(fontsize=7, ncol=4)
+    axes[-1].set_xlabel("env steps" + (" (dots: the member copied a better one)" if len(lineage) else ""))
+    fig.tight_layout()
+    return fig

@@ -151,6 +151,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "jaxppo/cartpole-po-v1": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
                                   total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
                                   ent_coef=0.0, memory="gru", memory_size=128),
+    # ====================================================== variants: another core on a task (name: <preset>/<variant>)
+    # The memory tasks on the linear recurrent core (memory="lru", jaxppo.memory.ResetLRU), otherwise the GRU
+    # presets' settings; narrower than the GRU because the LRU's cost on a CPU grows with its width (its projections
+    # and readout run on every step of a sequence at once). docs/results.md, "Fast memory", has the measurements.
+    "memorychain-bsuite/lru": dict(env="MemoryChain-bsuite", num_envs=16, num_steps=64, total_timesteps=500_000,
+                                   lr=1e-3, num_epochs=4, num_minibatches=4, ent_coef=0.01, memory="lru",
+                                   memory_size=32),
+    "jaxppo/cartpole-po-v1/lru": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
+                                      total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
+                                      ent_coef=0.0, memory="lru", memory_size=64),
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 

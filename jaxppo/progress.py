@@ -1,11 +1,13 @@
-"""Progress lines on the host for runs whose metrics arrive through `jax.debug.callback`."""
+"""Progress lines on the host: for runs whose metrics arrive through `jax.debug.callback` (ProgressPrinter), and
+for one long step that reports nothing itself, such as a compilation or one compiled evaluation (Heartbeat)."""
 
 from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -77,3 +79,37 @@ class ProgressPrinter:
         ]
         print(" | ".join(parts), file=self.stream, flush=True)
         self.lines_printed += 1
+
+
+class Heartbeat:
+    """While the block runs, prints `<what>: <elapsed> so far` every `interval` seconds (from a daemon thread), so a
+    long compilation or compiled call is never silent; a block shorter than `interval` prints nothing.
+
+        with Heartbeat("evaluating"):
+            result = jax.block_until_ready(evaluate(params, key))
+    """
+
+    def __init__(self, what: str, interval: float = 5.0, stream: TextIO | None = None, enabled: bool = True):
+        self.what = what
+        self.interval = interval
+        self.stream = stream if stream is not None else sys.stdout
+        self.enabled = enabled
+        self.lines_printed = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _beat(self, start: float) -> None:
+        while not self._stop.wait(self.interval):
+            print(f"{self.what}: {format_duration(time.perf_counter() - start)} so far", file=self.stream, flush=True)
+            self.lines_printed += 1
+
+    def __enter__(self) -> Heartbeat:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._beat, args=(time.perf_counter(),), daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()

@@ -1,5 +1,5 @@
-"""The rules of a run folder: one kind of run per folder, one writer at a time, no links where the run writes, and
-nothing removed before every check has passed.
+"""The rules of a run folder: one kind of run per folder, one writer at a time, no links where the run writes,
+nothing removed before every check has passed, and nothing removed that jaxppo did not write.
 
     with claim_run_folder(out, kind="train", overwrite=False) as folder:   # checks, lock, then (maybe) removal
         ...                                                                # the run writes its files
@@ -7,6 +7,11 @@ nothing removed before every check has passed.
 A folder's kind ("train" or "sweep") is recorded in run.json. The lock is `out/.lock`, held with an OS file lock
 (fcntl.flock) for the writer's life and removed at its end: a second writer is refused with the holder's pid, host
 and command, and a lock left by a dead process is free again (the OS releases it with the process).
+
+--overwrite replaces only a jaxppo run's outputs: a folder without run.json is refused, `/` and the home folder are
+refused, and inside checkpoints/ and tb/ only what jaxppo writes there is removed (update-numbered checkpoints,
+set-aside damaged ones, orbax's temporary folders, tb/seed_N). A sweep's old results stay until the new ones are
+written.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -28,10 +34,17 @@ KINDS = ("train", "sweep")
 OUTPUTS = {
     "train": (outputs.SUMMARY, outputs.METRICS, outputs.CONFIG, outputs.RUN, outputs.PARAMS,
               outputs.PARAMS + ".sha256", outputs.EVAL_CSV, outputs.EVAL_JSON, outputs.TENSORBOARD,
-              outputs.CHECKPOINTS),
+              outputs.CHECKPOINTS, outputs.HPARAMS_CSV, outputs.LINEAGE_CSV, outputs.SWEEP_CSV, outputs.SWEEP_PNG),
     "sweep": (outputs.SWEEP_CSV, outputs.SWEEP_PNG, outputs.CONFIG, outputs.RUN),
 }
 """What each kind of run writes into its folder (W&B offline runs under wandb/ and files of your own are kept)."""
+MANAGED_FOLDERS = {outputs.CHECKPOINTS: re.compile(r"^(\d+|damaged-\d+-\d{8}-\d{6}|\d+\.orbax-checkpoint-tmp.*)$"),
+                   outputs.TENSORBOARD: re.compile(r"^seed_\d+$")}
+"""The entries jaxppo writes inside its folders: only these are removed by --overwrite (the folder itself only once
+empty); anything else in there is the user's."""
+DEFERRED_REMOVAL = ("sweep",)
+"""Kinds whose old outputs --overwrite removes only after the new run has written its own (a sweep writes every
+file anew at its end, so an interrupted sweep leaves the old results intact)."""
 
 
 class RunFolderError(ValueError):
@@ -47,12 +60,24 @@ def folder_kind(out: Path) -> str | None:
             return kind
     except (OSError, ValueError, AttributeError):
         pass
-    if (out / outputs.SWEEP_CSV).exists():
+    # config.json and run.json say nothing on their own; sweep.csv alone is an earlier version's sweep (a sweep is
+    # now a training run whose members are settings x seeds, and writes a training run's files too)
+    shared = set(OUTPUTS["train"]) & set(OUTPUTS["sweep"])
+    if (out / outputs.SWEEP_CSV).exists() and not any((out / name).exists() for name in OUTPUTS["train"]
+                                                       if name not in shared):
         return "sweep"
-    shared = set(OUTPUTS["train"]) & set(OUTPUTS["sweep"])  # config.json, run.json say nothing on their own
     if any((out / name).exists() for name in OUTPUTS["train"] if name not in shared):
         return "train"
     return None
+
+
+def _recorded_kind(out: Path) -> str | None:
+    """The kind run.json records (None without a readable run.json)."""
+    try:
+        kind = json.loads((Path(out) / outputs.RUN).read_text()).get("kind", "train")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if kind in KINDS else None
 
 
 def existing_outputs(out: Path, kind: str) -> list[str]:
@@ -60,14 +85,28 @@ def existing_outputs(out: Path, kind: str) -> list[str]:
 
 
 def check_no_links(out: Path, kind: str) -> None:
-    """RunFolderError if the folder or any path the run manages in it is a symbolic link."""
+    """RunFolderError if the folder, any path the run manages in it, or anything inside the folders it manages
+    (checkpoints/, tb/) is a symbolic link: jaxppo writes and deletes there."""
     out = Path(out)
     if out.is_symlink():
         raise RunFolderError(f"--out {out}: is a symbolic link; give the real folder")
     links = [name for name in OUTPUTS[kind] + (LOCK,) if (out / name).is_symlink()]
+    for folder in MANAGED_FOLDERS:
+        if folder in OUTPUTS[kind] and (out / folder).is_dir() and not (out / folder).is_symlink():
+            for root, dirs, files in os.walk(out / folder):
+                for name in dirs + files:
+                    if os.path.islink(os.path.join(root, name)):
+                        links.append(os.path.relpath(os.path.join(root, name), out))
+                dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
     if links:
-        raise RunFolderError(f"--out {out}: {', '.join(links)} is a symbolic link; jaxppo writes and deletes there, "
+        raise RunFolderError(f"--out {out}: {', '.join(links[:3])} is a symbolic link; jaxppo writes and deletes there, "
                              "so it refuses links in a run folder (replace them with real files or folders)")
+
+
+def holds_run(out: Path, kind: str = "train") -> bool:
+    """Whether out holds a started run of `kind`: its run.json (of that kind) and config.json both exist."""
+    out = Path(out)
+    return folder_kind(out) == kind and (out / outputs.RUN).is_file() and (out / outputs.CONFIG).is_file()
 
 
 def check_writable(out: Path) -> None:
@@ -75,6 +114,10 @@ def check_writable(out: Path) -> None:
     out = Path(out)
     if str(out).strip() == "":
         raise RunFolderError("--out '': give a folder name, e.g. --out runs/cartpole")
+    resolved = out.absolute().resolve()
+    if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+        raise RunFolderError(f"--out {out}: is {resolved}, not a run folder; give a folder of its own, e.g. --out "
+                             "runs/cartpole")
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"--out {out}: is a file, not a folder; choose another --out")
     probe = out.absolute()
@@ -96,8 +139,11 @@ def _can_create_in(folder: Path) -> bool:
         return False
 
 
-def check_new_run(out: Path, kind: str, overwrite: bool) -> list[str]:
-    """All checks before a new run of `kind` starts in out; returns what --overwrite will remove (nothing yet)."""
+def check_new_run(out: Path, kind: str, overwrite: bool, replaceable: tuple[str, ...] = ()) -> list[str]:
+    """All checks before a new run of `kind` starts in out; returns what --overwrite will remove (nothing yet).
+
+    replaceable: outputs that may be replaced without --overwrite (`--resume auto` restarting a run that was stopped
+    before it trained: its config.json / run.json)."""
     check_writable(out)
     if not Path(out).exists():
         return []
@@ -107,17 +153,33 @@ def check_new_run(out: Path, kind: str, overwrite: bool) -> list[str]:
         raise RunFolderError(f"--out {out}: holds a {other} run; a {kind} run needs its own folder (choose another "
                              "--out)")
     existing = existing_outputs(out, kind)
+    if set(existing) <= set(replaceable):
+        return existing
     if existing and not overwrite:
         raise RunFolderError(f"--out {out}: already holds a run ({', '.join(existing)}); choose another --out or "
                              "pass --overwrite")
+    if existing and _recorded_kind(Path(out)) != kind:
+        raise RunFolderError(f"--out {out}: holds {', '.join(existing)} but no {outputs.RUN} naming a jaxppo {kind} "
+                             "run; --overwrite only replaces a jaxppo run's outputs (move your files or choose "
+                             "another --out)")
     return existing
 
 
 def remove_outputs(out: Path, names: list[str]) -> None:
-    """Remove a previous run's outputs (never following links: check_no_links ran before)."""
+    """Remove a previous run's outputs (never following links: check_no_links ran before). Inside checkpoints/ and
+    tb/ only the entries jaxppo writes are removed, and the folder itself only if nothing else is left in it."""
     for name in names:
         path = Path(out) / name
-        if path.is_dir() and not path.is_symlink():
+        if name in MANAGED_FOLDERS and path.is_dir() and not path.is_symlink():
+            for entry in path.iterdir():
+                if MANAGED_FOLDERS[name].match(entry.name):
+                    if entry.is_dir() and not entry.is_symlink():
+                        shutil.rmtree(entry)
+                    else:
+                        entry.unlink()
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty: files of the user's own stay, with their folder
+        elif path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         elif os.path.lexists(path):
             path.unlink()
@@ -134,7 +196,11 @@ def run_lock(out: Path) -> Iterator[None]:
 
     path = Path(out) / LOCK
     for _ in range(20):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as error:
+            raise RunFolderError(f"{out}: cannot create its lock file {LOCK} ({error.strerror}); jaxppo needs a "
+                                 "writable run folder (copy the run to a writable place)") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -163,17 +229,37 @@ def run_lock(out: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def claim_run_folder(out: Path, kind: str, overwrite: bool) -> Iterator[Path]:
-    """Check, lock, then clear out for a new run of `kind` (see the module docstring); yields the folder."""
+def claim_run_folder(out: Path, kind: str, overwrite: bool, replaceable: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Check, lock, then clear out for a new run of `kind` (see the module docstring); yields the folder.
+
+    Kinds in DEFERRED_REMOVAL keep the old outputs while the body runs and remove, once it has finished without an
+    error, those it did not write anew."""
     out = Path(out)
-    check_new_run(out, kind, overwrite)
+    check_new_run(out, kind, overwrite, replaceable)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
-        existing = check_new_run(out, kind, overwrite)  # again, now that no other writer can change it
+        existing = check_new_run(out, kind, overwrite, replaceable)  # again, now that no other writer can change it
+        if kind in DEFERRED_REMOVAL:
+            before = {name: _identity(out / name) for name in existing}
+            yield out
+            stale = [name for name in existing if _identity(out / name) == before[name]]
+            remove_outputs(out, stale)
+            if existing:
+                print(f"note: --overwrite replaced {', '.join(existing)} in {out}", flush=True)
+            return
         remove_outputs(out, existing)
-        if existing:
+        if existing and set(existing) - set(replaceable):
             print(f"note: --overwrite removed {', '.join(existing)} from {out}", flush=True)
         yield out
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of path, None if absent: a file written anew (atomically replaced) has another."""
+    try:
+        stat = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 @contextlib.contextmanager

@@ -41,9 +41,10 @@ from jaxppo.distributed import agree_on_settings, gather_json, host_tree, sync_p
 from jaxppo.footprint import METRICS_PER_UPDATE, check_eval_fits, check_fits
 from jaxppo.guard import RunStopped
 from jaxppo.hooks import Checkpointer, ChunkDone, Guard, MetricsWriter, PeriodicEval, intervals, is_due
+from jaxppo.population import Population, PopulationRecorder, append_hparams, best_member, hparams_rows, trim_after
 from jaxppo.losses import LossFn, ppo_loss
 from jaxppo.progress import ProgressPrinter
-from jaxppo.train import ProgressFn, make_train_parts
+from jaxppo.train import ProgressFn, default_hparams, make_train_parts
 
 __all__ = ["RESUMABLE_OPTIONS", "ChunkedRun", "RunOptions", "RunResult", "RunStopped", "chunk_length", "next_stop",
            "resume_run", "start_or_resume", "train_run"]
@@ -75,6 +76,7 @@ class RunOptions:
     wandb_mode: str = field("offline", RESUMABLE)
     check_sync: bool = field(False, RESUMABLE)
     preset: str | None = None
+    population: dict | None = None  # jaxppo.population.Population.to_json(): sweep settings or PBT; None: seeds only
 
     def validate(self) -> None:
         """ValueError naming the option and the rule."""
@@ -117,29 +119,41 @@ class RunResult(NamedTuple):
 
 # ---------------------------------------------------------------------------------------------- chunks
 class ChunkedRun:
-    """One compiled init and one compiled chunk program for num_seeds seeds (seed axis leading)."""
+    """One compiled init and one compiled chunk program for a population of members (member axis leading): the
+    seeds of a run, a sweep's settings x seeds, or a PBT population (then every chunk ends with the exploit/explore
+    steps of its whole periods, inside the program: jaxppo.pbt.make_population_chunk)."""
 
     def __init__(self, config: PPOConfig, num_seeds: int, chunk_updates: int, progress_fn: ProgressFn | None = None,
-                 check_replicas: bool = False, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss):
+                 check_replicas: bool = False, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
+                 hparams: Any = None, pbt: Any = None):
+        """num_seeds: members; hparams: their HParams [num_seeds] (None: the config's for every member)."""
         self.config = config
         self.num_seeds = num_seeds
         self.chunk_updates = chunk_updates
         self.parts = make_train_parts(config, env, env_params, loss_fn=loss_fn, progress_fn=progress_fn,
                                       check_replicas=check_replicas)
-        self.hparams = HParams.from_config(config)
+        self.hparams = hparams
+        self.pbt = pbt
         self.compile_seconds = 0.0
-        self._init = jax.jit(jax.vmap(self.parts.init, in_axes=(0, None)))
+        self._init = jax.jit(jax.vmap(self.parts.init, in_axes=(0, None if hparams is None else 0)))
+        self._default = default_hparams(config, loss_fn)
         self._chunk: Callable | None = None
+        self.last_records = None  # the PopulationRecord [P] of the last PBT chunk (None without PBT)
 
     def init(self, keys: jax.Array):
         """Initial state [S, ...] for keys [S]."""
-        return self._init(keys, self.hparams)
+        return self._init(keys, self._default if self.hparams is None else self.hparams)
 
     def compile(self, state) -> float:
         """Compile the chunk program for states like `state` (once); returns the seconds it took."""
         if self._chunk is None:
             parts, size = self.parts, self.chunk_updates
-            fn = jax.jit(jax.vmap(lambda s, n: parts.run(s, size, n), in_axes=(0, None)))
+            if self.pbt is None:
+                fn = jax.jit(jax.vmap(lambda s, n: parts.run(s, size, n), in_axes=(0, None)))
+            else:
+                from jaxppo.pbt import make_population_chunk
+
+                fn = jax.jit(make_population_chunk(parts.run, self.pbt, size))
             start = time.perf_counter()
             self._chunk = fn.lower(state, jnp.int32(size)).compile()
             self.compile_seconds += time.perf_counter() - start
@@ -149,18 +163,21 @@ class ChunkedRun:
         """num_updates (<= chunk_updates) updates from state: (state, host metrics [S, num_updates], seconds)."""
         self.compile(state)
         start = time.perf_counter()
-        state, metrics = jax.block_until_ready(self._chunk(state, jnp.int32(num_updates)))
+        out = jax.block_until_ready(self._chunk(state, jnp.int32(num_updates)))
         seconds = time.perf_counter() - start
+        state, metrics = out[0], out[1]
+        self.last_records = host_tree(out[2]) if self.pbt is not None else None
         metrics = jax.tree.map(lambda x: x[:, :num_updates], host_tree(metrics))
         return state, metrics, seconds
 
 
-def chunk_length(config: PPOConfig, options: RunOptions) -> int:
+def chunk_length(config: PPOConfig, options: RunOptions, members: int | None = None) -> int:
     """Updates of the compiled chunk program (the longest chunk): chunk_updates, else the smallest interval, else
     about DEFAULT_CHUNKS chunks; never more than the run, nor more than MAX_CHUNK_METRICS_BYTES of metrics."""
     chosen = [n for n in (options.chunk_updates, options.checkpoint_every, options.eval_every) if n]
     default = max(1, math.ceil(config.num_updates / DEFAULT_CHUNKS))
-    memory = max(1, MAX_CHUNK_METRICS_BYTES // (4 * METRICS_PER_UPDATE * options.num_seeds))
+    members = options.num_seeds if members is None else members
+    memory = max(1, MAX_CHUNK_METRICS_BYTES // (4 * METRICS_PER_UPDATE * members))
     return min(min(chosen) if chosen else default, config.num_updates, memory)
 
 
@@ -237,17 +254,30 @@ class _Run:
         self.config, self.out, self.options, self.stream = config, out, options, stream
         agree_on_settings({"config": outputs.config_to_dict(config), "options": options.to_json()})
         self.lead = jax.process_index() == 0
-        self.seeds = list(range(options.seed, options.seed + options.num_seeds))
-        self.chunk = chunk_length(config, options)
+        self.population = Population.from_json(options.population)
+        self.population.validate(tuple(default_hparams(config, loss_fn).as_dict()), options.num_seeds)
+        self.seeds = self.population.member_seeds(options.seed, options.num_seeds)
+        members = len(self.seeds)
+        self.chunk = chunk_length(config, options, members)
+        if self.population.pbt is not None:  # chunks of whole periods: exploit/explore after updates K, 2K, ...
+            ready = self.population.pbt.ready_updates
+            self.chunk = -(-self.chunk // ready) * ready
+            for name in ("checkpoint_every", "eval_every"):
+                if getattr(options, name) % ready:
+                    raise ValueError(f"{name}={getattr(options, name)}: a PBT run checkpoints and evaluates between "
+                                     f"exploit/explore steps; use a multiple of ready_updates={ready}")
         printer = None if quiet or not self.lead else ProgressPrinter(
-            config.num_updates, config.batch_size, num_seeds=options.num_seeds, stream=stream)
-        self.runner = ChunkedRun(config, options.num_seeds, self.chunk, printer, options.check_sync, env, env_params,
-                                 loss_fn)
+            config.num_updates, config.batch_size, num_seeds=members, stream=stream)
+        hparams = None
+        if options.population is not None:
+            hparams = self.population.member_hparams(default_hparams(config, loss_fn), options.num_seeds)
+        self.runner = ChunkedRun(config, members, self.chunk, printer, options.check_sync, env, env_params,
+                                 loss_fn, hparams, self.population.pbt)
         self.agent = self.runner.parts.agent  # built once: training, evaluation and checkpoints share it
         device = jax.local_devices()[0]
-        check_fits(config, self.agent.spec, options.num_seeds, config.num_devices, device, self.chunk)
+        check_fits(config, self.agent.spec, members, config.num_devices, device, self.chunk)
         if options.eval_every:
-            check_eval_fits(config, self.agent.spec, options.eval_episodes, options.num_seeds, device,
+            check_eval_fits(config, self.agent.spec, options.eval_episodes, members, device,
                             flag="eval_episodes")
         self.may_differ = may_differ
         self.pace = ChunkPace(self.chunk)
@@ -276,10 +306,15 @@ class _Run:
             loggers = make_seed_loggers(self.out, self.seeds, options.tensorboard, options.wandb_project,
                                         options.wandb_mode, config=outputs.config_to_dict(self.config),
                                         purge_step=purge_step)
-        self.hooks = [MetricsWriter(self.out, loggers, self.lead), Guard(self.config.env, self.kept)]
+        pbt = self.population.pbt
+        # A PBT run replaces a member that went non-finite: only non-finite parameters left after a step stop it.
+        self.hooks = [MetricsWriter(self.out, loggers, self.lead),
+                      Guard(self.config.env, self.kept, params_only=pbt is not None)]
+        if pbt is not None:
+            self.hooks.append(PopulationRecorder(self.out, pbt, self.lead))
         if options.eval_every:
             self.hooks.append(PeriodicEval(options.eval_every, self.out, self.agent, options.eval_episodes,
-                                           options.num_seeds, self.say, active=self.lead))
+                                           len(self.seeds), self.say, active=self.lead))
         if options.checkpoint_every:
             self.hooks.append(Checkpointer(options.checkpoint_every, self.save))
 
@@ -299,7 +334,9 @@ class _Run:
         return self.runner.init(keys)
 
     def compile(self, state) -> None:
-        self.say(f"compiling the training program for {self.options.num_seeds} seed(s) ...")
+        what = (f"a population of {len(self.seeds)}" if self.population.pbt is not None
+                else f"{len(self.seeds)} member(s)" if self.options.population else f"{len(self.seeds)} seed(s)")
+        self.say(f"compiling the training program for {what} ...")
         seconds = self.runner.compile(state)
         self.say(f"compiled in {seconds:.1f}s")
 
@@ -314,8 +351,7 @@ class _Run:
             self.open_store().save(done, state, {"options": self.options.to_json(),
                                                  "train_seconds": self.train_seconds})
         except (CheckpointError, OSError) as error:
-            raise RunStopped(f"training stopped: the checkpoint of update {done} could not be written ({error}); "
-                             f"{self.kept()}") from None
+            raise RunStopped(f"training stopped: {error}; {self.kept()}") from None
 
     def loop(self, state, done: int, history: list, stop_at: int, stops: StopRequests) -> tuple[Any, int]:
         """Chunks from `done` to stop_at (or a stop request); returns (state, updates done)."""
@@ -324,13 +360,18 @@ class _Run:
             stop, size = _agree_on_chunk(stops.requested is not None, self.pace.next())
             if stop:
                 break
+            if self.population.pbt is not None:  # whole periods only (chunks start at multiples of K)
+                ready = self.population.pbt.ready_updates
+                size = max(ready, size // ready * ready)
             end = next_stop(done, size, stop_at, intervals(self.hooks))
+            if self.population.pbt is not None:  # stop_after_updates is rounded up to a whole period
+                end = min(num_updates, -(-end // ready) * ready)
             new_state, metrics, seconds = self.runner.run_chunk(state, end - done)
             self.pace.record(end - done, seconds)
             self.train_seconds += seconds
             columns = outputs.metrics_columns(metrics)
             history.append(columns)
-            chunk = ChunkDone(new_state, metrics, columns, done, end, end == num_updates)
+            chunk = ChunkDone(new_state, metrics, columns, done, end, end == num_updates, self.runner.last_records)
             for hook in self.hooks:
                 if is_due(hook, chunk):
                     hook.after_chunk(chunk)
@@ -351,7 +392,7 @@ class _Run:
             "env_steps": env_steps,
             "num_updates": config.num_updates,
             "rounding": config.rounding_note or "exact",
-            "num_seeds": options.num_seeds,
+            "num_seeds": len(self.seeds),
             "seeds": self.seeds,
             "final_return": outputs.finite_or_none(float(np.nanmean(per_seed)) if np.isfinite(per_seed).any()
                                                    else math.nan),
@@ -359,7 +400,7 @@ class _Run:
             "final_return_window_updates": min(outputs.FINAL_WINDOW, config.num_updates),
             "compile_seconds": self.runner.compile_seconds,
             "train_seconds": self.train_seconds,
-            "steps_per_second": env_steps * options.num_seeds / max(self.train_seconds, 1e-9),
+            "steps_per_second": env_steps * len(self.seeds) / max(self.train_seconds, 1e-9),
             "backend": jax.default_backend(),
             "devices_per_process": config.num_devices,
             "num_processes": jax.process_count(),
@@ -368,9 +409,15 @@ class _Run:
         }
         if "replicas_in_sync" in columns:
             summary["replicas_in_sync"] = bool(np.all(columns["replicas_in_sync"]))
+        if options.population is not None:
+            varied = self.population.varied()
+            hparams = host_tree(state.hparams)
+            summary["members"] = [{"seed": seed, **{name: float(getattr(hparams, name)[m]) for name in varied}}
+                                  for m, seed in enumerate(self.seeds)]
+            summary["best_member"] = best_member(per_seed)
         outputs.write_summary(self.out, summary)
         final = summary["final_return"]
-        self.say(f"done: final return {final if final is None else round(final, 2)} over {options.num_seeds} "
+        self.say(f"done: final return {final if final is None else round(final, 2)} over {len(self.seeds)} "
                  f"seed(s), {summary['steps_per_second']:,.0f} env steps/s (compile "
                  f"{self.runner.compile_seconds:.1f}s, train {self.train_seconds:.1f}s) -> {self.out}")
         return summary
@@ -442,6 +489,9 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
                 outputs.write_json(out / outputs.CONFIG, outputs.config_to_dict(config))
                 outputs.write_json(out / outputs.RUN, {"kind": "train", **options.to_json()})
             state = run.initial_state()
+            if lead and run.population.varied():
+                names = run.population.varied()
+                append_hparams(out, names, hparams_rows(0, names, host_tree(state.hparams)))
             run.compile(state)
             run.open_hooks(None)
             return _execute(run, state, 0, [], stop_after_updates, stops)
@@ -572,7 +622,7 @@ def _restore(run: _Run, restart_without_checkpoint: bool, note: str | None,
         metrics_path = out / outputs.METRICS
         if done:
             columns = outputs.read_metrics_csv(metrics_path, config.num_updates)
-            outputs.check_metrics_columns(metrics_path, columns, run.metric_names(), run.options.num_seeds)
+            outputs.check_metrics_columns(metrics_path, columns, run.metric_names(), len(run.seeds))
             if columns["env_steps"].shape[1] < done:
                 raise outputs.OutputError(f"{metrics_path} has fewer than the {done} updates of the checkpoint; it "
                                           "is damaged")
@@ -591,6 +641,7 @@ def _restore(run: _Run, restart_without_checkpoint: bool, note: str | None,
         else:
             metrics_path.unlink(missing_ok=True)
         outputs.trim_eval_csv(out / outputs.EVAL_CSV, done)
+        trim_after(out, done)
     purge = done * config.batch_size + 1 if done else (1 if restart_without_checkpoint else None)
     return state, done, history, purge
 

@@ -1,29 +1,33 @@
-"""Hyperparameter sweeps: every setting x every seed trained as ONE compiled, doubly vmapped program.
+"""Hyperparameter sweeps: every setting x every seed trained as ONE run whose members are the settings x seeds.
 
     result = run_sweep(PPOConfig(env="CartPole-v1"), grid={"lr": [1e-3, 3e-4], "ent_coef": [0.0, 0.01]})
     summary_table(result)   # per setting: values, mean/std/min/max of the final return over seeds
     print("\n".join(summary_lines(result)))   # the same, best first, one line per setting
     write_sweep(result, Path("runs/sweep"))   # sweep.csv + sweep.png
 
-Only `HParams` fields can be swept (they are traced, so no recompilation per setting); anything that changes shapes
+A sweep is a training run with a population axis (jaxppo.population): the same compiled chunks, checkpoints, resume,
+devices, progress lines and files as `jaxppo train`, plus sweep.csv / sweep.png. Only `HParams` fields can be swept
+(they are traced, so no recompilation per setting); anything that changes shapes
 or loop counts (num_envs, hidden_sizes, ...) is a separate run. Seed i of a sweep uses `jax.random.key(seed + i)`,
 exactly like `jaxppo train --seed SEED --num-seeds N`, so a sweep row is reproducible as a single run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import math
+import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TextIO
 
-import jax
 import numpy as np
 
 from jaxppo import outputs
-from jaxppo.config import HParams, PPOConfig, hparam_names, stack_hparams
-from jaxppo.train import make_train
+from jaxppo.config import HParams, PPOConfig, hparam_names
+from jaxppo.population import Population
+from jaxppo.runner import RunOptions, train_run
 
 SWEEPABLE = hparam_names()
 """Names that can be swept: the traced hyperparameters."""
@@ -40,6 +44,7 @@ class SweepResult(NamedTuple):
     final_returns: np.ndarray  # float [P, S]: outputs.final_returns of each setting's curves
     episode_return: np.ndarray  # float [P, S, U]: per-update mean episode return
     env_steps: np.ndarray  # int [U]: cumulative env steps after each update
+    finished: bool = True  # False when the run stopped early (a stop request): resume it with jaxppo train --resume
 
 
 def _check_names(names) -> None:
@@ -92,24 +97,21 @@ def setting_hparams(config: PPOConfig, setting: dict[str, float]) -> HParams:
     return HParams.from_config(dataclasses.replace(config, **setting))
 
 
-def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, random_samples: int = 0,
-              ranges: dict[str, tuple[float, float, str]] | None = None, num_seeds: int = 3,
-              seed: int = 0) -> SweepResult:
-    """Train every setting x num_seeds seeds in one compiled program and collect their learning curves.
+def _base_value(config: PPOConfig, name: str) -> float:
+    """The config's value of a swept name as a number (vf_clip_eps None: clip_eps; a schedule kind: its index)."""
+    value = getattr(config, name)
+    if name == "vf_clip_eps" and value is None:
+        return float(config.clip_eps)
+    if isinstance(value, str) or value is None:
+        return float(HParams.from_config(config).as_dict()[name])
+    return float(value)
 
-    Args:
-      config: base config; fixes shapes, env and budget, and the values of hyperparameters not swept.
-      grid: {name: values}; its cartesian product is swept.
-      random_samples: number of random settings drawn from ranges (added after the grid's settings).
-      ranges: {name: (low, high, "linear" | "log")} for random sampling, drawn with np.random.default_rng(seed).
-      num_seeds: seeds per setting; seed i uses jax.random.key(seed + i) (as `jaxppo train`).
-      seed: first training seed, and the seed of the random sampler.
 
-    Returns:
-      SweepResult with final returns [P, S] and curves [P, S, U].
-    """
-    if num_seeds < 1:
-        raise ValueError(f"num_seeds={num_seeds}: must be at least 1")
+def sweep_population(config: PPOConfig, grid: dict[str, list[float]] | None = None, random_samples: int = 0,
+                     ranges: dict[str, tuple[float, float, str]] | None = None,
+                     seed: int = 0) -> tuple[Population, list[dict[str, float]]]:
+    """(the run's Population, the settings as dicts): the grid's settings, then random_samples draws from ranges;
+    every setting lists every swept name (the config's value where the grid or the ranges leave one out)."""
     if random_samples < 0:
         raise ValueError(f"random_samples={random_samples}: must be >= 0")
     if random_samples and not ranges:
@@ -122,25 +124,59 @@ def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, ran
     if not settings:
         settings = [{}]  # nothing swept: the base config, over seeds
     names = sorted({n for s in settings for n in s}, key=SWEEPABLE.index)
-    base = {n: float(config.value_clip_eps if n == "vf_clip_eps" else getattr(config, n)) for n in names}
-    # Every setting lists every swept name (the config's value where the grid or the ranges leave one out).
+    base = {n: _base_value(config, n) for n in names}
     settings = [{n: s.get(n, base[n]) for n in names} for s in settings]
     try:
-        hparams = stack_hparams([setting_hparams(config, s) for s in settings])
+        for setting in settings:
+            setting_hparams(config, setting)
     except ValueError as error:
         raise ValueError(f"sweep setting out of range: {error}") from None
+    return Population(settings=tuple(tuple(setting.items()) for setting in settings)), settings
 
-    if config.num_devices > 1:
-        raise ValueError(f"num_devices={config.num_devices}: sweeps run on one device (set num_devices=1)")
-    train = make_train(config)
-    seeds = list(range(seed, seed + num_seeds))
-    keys = jax.vmap(jax.random.key)(np.arange(seed, seed + num_seeds))
-    # Settings outer, seeds inner: metric leaves come back [P, S, U].
-    sweep_fn = jax.jit(jax.vmap(jax.vmap(train, in_axes=(0, None)), in_axes=(None, 0)))
-    _, metrics = jax.block_until_ready(sweep_fn(keys, hparams))
-    episode_return = np.asarray(metrics.episode_return, np.float64)
+
+def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, random_samples: int = 0,
+              ranges: dict[str, tuple[float, float, str]] | None = None, num_seeds: int = 3,
+              seed: int = 0, out: Path | None = None, options: RunOptions | None = None, overwrite: bool = False,
+              quiet: bool = True, stream: TextIO | None = None) -> SweepResult:
+    """Train every setting x num_seeds seeds as ONE run (a population of members, jaxppo.runner) and collect their
+    learning curves.
+
+    The run is a training run like any other: chunked, checkpointed (options.checkpoint_every), resumable with
+    `jaxppo train --resume OUT`, on config.num_devices devices, with progress lines (quiet=False), metrics.csv per
+    member, final parameters of every member and hparams.csv; member m is setting m // num_seeds with seed
+    seed + m % num_seeds. Without `out` it runs in a temporary folder that is removed afterwards.
+
+    Args:
+      config: base config; fixes shapes, env and budget, and the values of hyperparameters not swept.
+      grid: {name: values}; its cartesian product is swept.
+      random_samples: number of random settings drawn from ranges (added after the grid's settings).
+      ranges: {name: (low, high, "linear" | "log")} for random sampling, drawn with np.random.default_rng(seed).
+      num_seeds: seeds per setting; seed i uses jax.random.key(seed + i) (as `jaxppo train`).
+      seed: first training seed, and the seed of the random sampler.
+      out, options, overwrite, quiet, stream: the run folder and how it is run (jaxppo.runner.train_run).
+
+    Returns:
+      SweepResult with final returns [P, S] and curves [P, S, U].
+    """
+    if not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ValueError(f"num_seeds={num_seeds}: must be at least 1")
+    population, settings = sweep_population(config, grid, random_samples, ranges, seed)
+    options = dataclasses.replace(options or RunOptions(), seed=seed, num_seeds=num_seeds,
+                                  population=population.to_json())
+    with contextlib.ExitStack() as stack:
+        folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "sweep"
+        result = train_run(config, folder, options, overwrite=overwrite, quiet=quiet, stream=stream)
+    swept = sweep_result(config, settings, list(range(seed, seed + num_seeds)), result.columns)
+    return swept._replace(finished=result.finished)
+
+
+def sweep_result(config: PPOConfig, settings: list[dict[str, float]], seeds: list[int],
+                 columns: dict[str, np.ndarray]) -> SweepResult:
+    """A SweepResult from a population run's metric columns ({name: [P * S, U]}, setting-major)."""
+    episode_return = np.asarray(columns["episode_return"], np.float64)
+    episode_return = episode_return.reshape(len(settings), len(seeds), -1)
     finals = np.stack([outputs.final_returns(curves) for curves in episode_return])
-    env_steps = np.asarray(metrics.env_steps)[0, 0]  # Metrics.env_steps is computed on the host (int64)
+    env_steps = np.asarray(columns["env_steps"])[0]
     return SweepResult(config, settings, seeds, finals, episode_return, env_steps)
 
 

@@ -25,7 +25,7 @@ from jaxppo.collectives import (DEVICE_AXIS, Moments, combine_moments, device_in
                                 replicas_in_sync)
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.episodes import EpisodeTally, close_tally
-from jaxppo.losses import LossFn, LossInputs, ppo_loss
+from jaxppo.losses import LossFn, LossInputs, loss_hyperparameters, ppo_loss
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
 from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
@@ -282,6 +282,7 @@ class TrainParts(NamedTuple):
     init: Callable[[jax.Array, HParams], TrainState]
     run: Callable[..., tuple[TrainState, Metrics]]
     agent: Agent
+    loss_fn: LossFn
 
 
 def state_partition(state: TrainState) -> TrainState:
@@ -303,10 +304,10 @@ def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
             run=lambda state, num_updates, num_valid=None: run_updates(
                 agent, loss_fn, state, num_updates, progress_fn=progress_fn, check_replicas=check_replicas,
                 num_valid=num_valid),
-            agent=agent,
+            agent=agent, loss_fn=loss_fn,
         )
     mesh = distributed.make_mesh(config.num_devices)
-    specs = state_partition(jax.eval_shape(lambda k: init_state(agent, k, HParams.from_config(config)),
+    specs = state_partition(jax.eval_shape(lambda k: init_state(agent, k, default_hparams(config, loss_fn)),
                                            jax.random.key(0)))
 
     def init_local(key_data: jax.Array, hp: HParams) -> TrainState:
@@ -322,7 +323,8 @@ def make_train_parts(config: PPOConfig, env: Any = None, env_params: Any = None,
         mapped = distributed.map_over_devices(run_local, mesh, (specs, P()), (specs, P()))
         return mapped(state, num_valid)
 
-    return TrainParts(init=lambda key, hp: init_mapped(jax.random.key_data(key), hp), run=run, agent=agent)
+    return TrainParts(init=lambda key, hp: init_mapped(jax.random.key_data(key), hp), run=run, agent=agent,
+                      loss_fn=loss_fn)
 
 
 def make_train(config: PPOConfig, env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
@@ -345,11 +347,16 @@ def make_train(config: PPOConfig, env: Any = None, env_params: Any = None, loss_
     return train_from_parts(config, make_train_parts(config, env, env_params, loss_fn, progress_fn, check_replicas))
 
 
+def default_hparams(config: PPOConfig, loss_fn: LossFn = ppo_loss) -> HParams:
+    """The HParams a run starts from: the config's traced values plus the loss's declared coefficients."""
+    return HParams.from_config(config, loss_hyperparameters(loss_fn))
+
+
 def train_from_parts(config: PPOConfig, parts: TrainParts) -> Callable[..., tuple[TrainState, Metrics]]:
     """train(key, hparams=None): init, then all config.num_updates updates in one call of parts.run."""
 
     def train(key: jax.Array, hparams: HParams | None = None) -> tuple[TrainState, Metrics]:
-        hp = HParams.from_config(config) if hparams is None else hparams
+        hp = default_hparams(config, parts.loss_fn) if hparams is None else hparams
         return parts.run(parts.init(key, hp), config.num_updates)
 
     return train

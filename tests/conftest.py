@@ -18,3 +18,67 @@ _CACHE = tempfile.mkdtemp(prefix="jaxppo-test-compilation-cache-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ smoke subset
+import pytest  # noqa: E402 - after the environment set-up above, which must run before anything imports jax
+
+SMOKE = (
+    # `pytest -m smoke`: a quick subset (about 2 minutes on 2 quiet cores) in which every module of jaxppo/ runs.
+    # Listed here rather than marked in each file: one place to read and change it. A name that no longer exists
+    # is an error when its file is collected whole.
+    "test_advantages.py::test_matches_lambda_return_of_each_episode",
+    "test_losses.py::test_ppo_loss_matches_numpy",
+    "test_distributions.py::test_categorical_log_prob_entropy_mode",
+    "test_distributions.py::test_gaussian_hand_worked_log_prob",
+    "test_networks.py::test_actor_and_critic_share_no_parameters",
+    "test_memory.py::test_gru_carry_is_reset_exactly_where_first_is_set",
+    "test_normalizers.py::test_running_moments_match_numpy_over_several_batches",
+    "test_episodes.py::test_episode_tally_and_carried_means",
+    "test_collectives.py::test_combined_moments_equal_numpy_over_the_union",
+    "test_random_words.py::test_other_prng_implementations_fall_back_to_jax_random",
+    "test_rollout.py::test_shapes_and_first_flags",
+    "test_update.py::test_apply_gradient_equals_optax_clip_adam_lr",
+    "test_config.py::test_invalid_config_names_field_and_value",
+    "test_config.py::test_derived_counts_and_rounding_note",
+    "test_envs.py::test_step_keeps_final_observation_apart_from_reset_observation",
+    "test_envs.py::test_missing_suite_is_one_line_naming_the_install_command",
+    "test_env_suites.py::test_ids_resolve_case_insensitively_and_unknown_ones_name_close_matches",  # every adapter
+    "test_env_ids.py::test_ids_resolve_to_the_registered_spelling",
+    "test_env_ids.py::test_a_suite_prefix_in_any_case_builds_that_suite",
+    "test_evaluate.py::test_evaluate_time_limit_episode_returns_and_lengths",
+    "test_checkpoint.py::test_corrupt_checkpoint_is_refused_and_left_untouched",  # train -> checkpoint -> resume
+    "test_command_output.py::test_eval_prints_what_it_does_the_compile_seconds_then_the_results",  # train, eval
+    "test_command_output.py::test_python_dash_m_runs_the_console_script",
+    "test_sweep.py::test_random_settings_respect_ranges_and_log_scale",
+    "test_cli_tools.py::test_parsers",
+    "test_plotting.py::test_plot_command_band_option_sets_the_drawn_line_and_band",
+    "test_metric_names.py::test_the_docs_table_names_every_column_and_plot_takes_every_name_it_shows",
+    "test_loggers.py::test_tensorboard_event_files_hold_the_exact_scalars_and_steps",
+    "test_progress.py::test_lines_wait_for_every_seed_and_show_their_mean",
+    "test_presets.py::test_every_preset_builds_a_valid_config",
+    "test_distributed.py::test_more_devices_than_exist_is_a_clear_error",
+    "test_outputs.py::test_metrics_csv_round_trip_with_nan_placeholders",
+    "test_compile_cache.py::test_the_command_line_turns_the_cache_on_or_off",
+    "test_imports.py::test_no_import_cycle_in_the_package",
+    "test_docs.py::test_every_relative_link_of_the_readme_and_the_docs_resolves",
+)
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m smoke` deselects anything
+def pytest_collection_modifyitems(config, items):
+    """Mark the SMOKE tests `smoke` (every parametrisation); a SMOKE name missing from a file collected whole is an
+    error naming it."""
+    wanted = {tuple(name.split("::")) for name in SMOKE}
+    found = set()
+    for item in items:
+        key = (item.path.name, item.originalname)
+        if key in wanted:
+            item.add_marker(pytest.mark.smoke)
+            found.add(key)
+    if any("::" in arg for arg in config.args) or config.getoption("keyword"):
+        return  # only some tests of a file were asked for
+    collected_files = {item.path.name for item in items}
+    missing = sorted(f"{f}::{name}" for f, name in wanted - found if f in collected_files)
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py SMOKE names tests that do not exist: {', '.join(missing)}")

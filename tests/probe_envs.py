@@ -170,3 +170,23 @@ class RememberTheCue(environment.Environment):
     @property
     def num_actions(self):
         return 2
+
+
+class ContinuousTarget(_Probe):
+    """One step, continuous actions in [-1, 3]; obs is +1 or -1 and the reward is -(a - target)^2 with target 2.5
+    on +1 and -0.5 on -1: the greedy policy must put its action on an obs-dependent target near either end of an
+    asymmetric range (best return 0; the centre of the range, 1, is 1.5 from both and returns -2.25)."""
+
+    def _sign(self, key):
+        return jnp.where(jax.random.bernoulli(key), 1.0, -1.0).astype(jnp.float32)
+
+    def _reward(self, state, action):
+        target = 1.0 + 1.5 * state.sign
+        return -jnp.square(jnp.reshape(action, ()) - target).astype(jnp.float32)
+
+    def action_space(self, params=None):
+        return spaces.Box(-1.0, 3.0, (1,), jnp.float32)
+
+    @property
+    def num_actions(self):
+        return 1

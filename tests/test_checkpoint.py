@@ -1,10 +1,12 @@
-"""Checkpoint/resume: resumed == uninterrupted, refused and damaged checkpoints (checksums, fallback), killed
-saves, schedules after unaligned resumes, and the non-finite guard."""
+"""Checkpoint/resume: resumed == uninterrupted, checkpoints that belong to another run (edited config.json /
+run.json, copied checkpoints, another number of seeds), intended extensions, damaged checkpoints (checksums,
+fallback), killed saves, schedules after unaligned resumes, and the non-finite guard."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +22,7 @@ import jaxppo
 from jaxppo import cli
 from jaxppo.checkpoint import CheckpointStore
 from jaxppo.runner import ChunkedRun
-from tests import probe_envs
+from tests import helpers, probe_envs
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps", str(4 * 16 * 12),
@@ -59,9 +61,74 @@ def test_resume_refuses_contradicting_flags_and_other_setups(tmp_path, capsys):
     other = jaxppo.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2, hidden_sizes=(32,))
     store = CheckpointStore(run / "checkpoints", other)
     template = ChunkedRun(other, 1, 1).init(jax.random.key(0)[None])
-    with pytest.raises(ValueError, match=r"made for another setup: hidden_sizes"):
+    with pytest.raises(ValueError, match=r"belongs to another run: hidden_sizes \(checkpoint \[64, 64\], config.json "
+                                         r"\[32\]\)"):
         store.restore(4, template)
     store.close()
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory):
+    """Two stopped runs (after update 4 of 12) that differ only in lr, and a two-seed one."""
+    root = tmp_path_factory.mktemp("stopped")
+    for name, extra in (("a", []), ("b", ["--lr", "1e-3"]), ("two", ["--num-seeds", "2"])):
+        assert _run([*TINY, *extra, "--checkpoint-every", "4", "--stop-after-updates", "4", "--out",
+                     str(root / name)]) == 0
+    return root
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _edit_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("lr", "lr (checkpoint 0.00025, config.json 0.001)"),
+    ("gamma", "gamma (checkpoint 0.99, config.json 0.5)"),
+    ("total", "total_timesteps (checkpoint 768, config.json 1536)"),
+    ("seed", "seed (checkpoint 0, run.json 5)"),
+    ("copied", "lr (checkpoint 0.001, config.json 0.00025)"),
+    ("seeds", "num_seeds (checkpoint 2, run.json 1)"),
+])
+def test_resume_refuses_a_checkpoint_of_another_run_in_one_line(tmp_path, capsys, stopped_runs, case, needle):
+    run = tmp_path / "run"
+    shutil.copytree(stopped_runs / "a", run)
+    edits = {"lr": {"lr": 1e-3}, "gamma": {"gamma": 0.5}, "total": {"total_timesteps": 1536}}
+    if case in edits:
+        _edit_json(run / "config.json", **edits[case])
+    elif case == "seed":
+        _edit_json(run / "run.json", seed=5)
+    else:  # another run's checkpoints copied in
+        shutil.rmtree(run / "checkpoints")
+        shutil.copytree(stopped_runs / ("b" if case == "copied" else "two") / "checkpoints", run / "checkpoints")
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert _run(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "belongs to another run" in err and needle in err, err
+    assert "Traceback" not in err and "Event loop" not in err and "asyncio" not in err
+    assert _snapshot(run) == before
+
+
+def test_an_intended_extension_is_explicit_and_says_what_happens_to_schedules(tmp_path, capsys, stopped_runs):
+    run = tmp_path / "run"
+    shutil.copytree(stopped_runs / "a", run)
+    capsys.readouterr()
+    assert _run(["--resume", str(run), "--extend-total-timesteps", "1536", "--stop-after-updates", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "total_timesteps 768 -> 1536" in out and "24 updates instead of 12" in out and "lr rises back" in out
+    assert "resuming" in out and "after update 4/24" in out
+    assert json.loads((run / "config.json").read_text())["total_timesteps"] == 1536
+    assert json.loads((run / "run.json").read_text())["extended"] == [{"at_update": 4, "total_timesteps": 1536}]
+    assert _run(["--resume", str(run), "--quiet"]) == 0  # the extended run continues as any other
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_updates"] == 24 and summary["total_timesteps"] == 1536
+    line = helpers.usage_error(["train", "--resume", str(run), "--extend-total-timesteps", "100"], capsys)
+    assert "--extend-total-timesteps 100: must be an integer above the run's total_timesteps=1536" in line
 
 
 def test_corrupt_checkpoint_is_refused_and_left_untouched(tmp_path, capsys):
@@ -186,3 +253,22 @@ def test_nonfinite_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, 
     assert "last good checkpoint: update 4" in err
     assert sorted(os.listdir(run / "checkpoints"), key=int)[-1] == "4"
     assert not (run / "summary.json").exists()
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_older_checkpoint(tmp_path):
+    # A file size limit (ulimit -f; SIGXFSZ ignored, so writes fail with EFBIG as on a full disk) while the
+    # checkpoint of update 8 is written: one line, exit 1, no orbax / asyncio noise; update 4 stays the resume point.
+    run = tmp_path / "run"
+    assert _run([*TINY, "--checkpoint-every", "4", "--stop-after-updates", "4", "--out", str(run)]) == 0
+    env = helpers.subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "cache"))  # keep truncated entries apart
+    limited = ["bash", "-c", 'ulimit -f 20 && trap "" XFSZ && exec "$@"', "bash"]  # 20 KiB per file
+    result = subprocess.run([*limited, sys.executable, "-m", "jaxppo.cli", "train", "--resume", str(run), "--quiet"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if "UserWarning" not in line and "warnings.warn" not in line]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert errors[0].startswith("jaxppo: error: training stopped: checkpoint") and "could not be written (File too " \
+        "large); last good checkpoint: update 4" in errors[0], errors[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()) == ["4"]
+    assert _run(["--resume", str(run), "--quiet"]) == 0  # with room again, the same command finishes the run
+    assert json.loads((run / "summary.json").read_text())["num_updates"] == 12

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gymnax.environments.classic_control import Pendulum
 
 import jaxppo
+import jaxppo.outputs
 from jaxppo import cli
 from tests import helpers
 
@@ -43,6 +45,14 @@ def _copy(run: Path, tmp_path: Path, name: str = "copy") -> Path:
     (["--bogus-flag", "1"], "Unrecognized options: --bogus-flag"),
     (["--activation", "sigmoid"], "activation='sigmoid': must be one of tanh"),
     (["--lr", "1e300"], "lr=1e+300: must fit a float32"),
+    (["--lr", "1e-50"], "lr=1e-50: is 0 in float32"),
+    (["--max-grad-norm", "1e-50"], "max_grad_norm=1e-50: is 0 in float32"),
+    (["--clip-eps", "1e-50"], "clip_eps=1e-50: is 0 in float32"),
+    (["--reward-clip", "1e-50"], "reward_clip=1e-50: is 0 in float32"),
+    (["--obs-clip", "1e-50"], "obs_clip=1e-50: is 0 in float32"),
+    (["--eval-every", "1", "--eval-episodes", "1000000000000"], "--eval-episodes 1000000000000: 1,000,000,000,000 "
+                                                                 "parallel episodes"),
+    (["--normalize-observations", "--normalizer-warmup-steps", "1000000000000"], "normalizer_warmup_steps="),
     (["--stop-after-updates", "0"], "--stop-after-updates 0: must be at least 1"),
     (["--timeout", "-5"], "--timeout -5: must be at least 1 second"),
     (["--seed", "4294967296"], "--seed 4294967296: must be an integer in [0, 2^32 - num_seeds]"),
@@ -104,10 +114,22 @@ def test_eval_refuses_another_config_or_damaged_parameters(tmp_path, capsys, fin
     (run / "config.json").write_text(json.dumps({**config, "hidden_sizes": [8]}))
     assert "not the config these parameters" in helpers.usage_error(["eval", str(run)], capsys)
     (run / "config.json").write_text(json.dumps(config))
-    data = bytearray((run / "final_params.msgpack").read_bytes())
+    original = (run / "final_params.msgpack").read_bytes()
+    data = bytearray(original)
     data[100] ^= 4
     (run / "final_params.msgpack").write_bytes(bytes(data))
     assert "does not match its checksum" in helpers.usage_error(["eval", str(run)], capsys)
+    # Bytes of another structure with a recomputed checksum: still one line (checked, then parsed), no TypeError.
+    digests = (run / "final_params.msgpack.sha256").read_text().split()
+    bogus = b"\x81\xa6params\x81\x92\x01\x02\x01"  # a map with a list key: msgpack's TypeError 'unhashable type'
+    (run / "final_params.msgpack").write_bytes(bogus)
+    (run / "final_params.msgpack.sha256").write_text(f"{jaxppo.outputs.sha256(bogus)}\n{digests[1]}\n")
+    assert "final_params.msgpack" in helpers.usage_error(["eval", str(run)], capsys)
+    # The sidecar's config line deleted and config.json edited: the network would be another one; refused.
+    (run / "final_params.msgpack").write_bytes(original)
+    (run / "final_params.msgpack.sha256").write_text(digests[0] + "\n")
+    (run / "config.json").write_text(json.dumps({**config, "activation": "relu"}))
+    assert "has no config digest" in helpers.usage_error(["eval", str(run)], capsys)
 
 
 def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, finished_run):
@@ -116,6 +138,16 @@ def test_resuming_a_finished_run_changes_nothing(tmp_path, capsys, finished_run)
     assert cli.main(["train", "--resume", str(run)]) == 0
     assert "already finished" in capsys.readouterr().out
     assert (run / "summary.json").read_bytes() == summary
+
+
+def test_hparams_replace_refuses_values_that_are_not_finite_float32():
+    hp = jaxppo.HParams.from_config(jaxppo.PPOConfig())
+    for bad in (float("nan"), float("inf"), -float("inf"), 1e39, 1e-50):
+        with pytest.raises(ValueError, match="lr="):
+            hp.replace(lr=bad)
+    with pytest.raises(ValueError, match="must be finite numbers that fit a float32"):
+        hp.replace(lr=np.array([1e-3, np.nan], np.float32))
+    assert float(hp.replace(lr=1e-3).lr) == np.float32(1e-3)  # finite values (and traced ones) pass
 
 
 def test_make_train_refuses_an_instance_that_is_not_the_configured_env():

@@ -96,11 +96,12 @@ def test_eval_acts_on_each_seeds_saved_obs_statistics(run_dir, tmp_path, capsys)
 
 def test_sweep_command_writes_table(tmp_path, capsys):
     out = tmp_path / "sweep"
-    out.mkdir()
-    (out / "sweep.csv").write_text("an earlier sweep\n")
-    with pytest.raises(cli.UsageError, match=r"already holds results \(sweep\.csv\).*--overwrite"):
+    sweep(FLAGS, grid=["lr=1e-3"], num_seeds=1, out=out)  # an earlier sweep
+    earlier = (out / "sweep.csv").read_text()
+    capsys.readouterr()
+    with pytest.raises(cli.UsageError, match=r"already holds results \(.*sweep\.csv.*\).*--overwrite"):
         sweep(FLAGS, grid=["lr=1e-3"], out=out)
-    assert (out / "sweep.csv").read_text() == "an earlier sweep\n"
+    assert (out / "sweep.csv").read_text() == earlier
     sweep(FLAGS, grid=["lr=1e-3,3e-4"], random_samples=1, ranges=["ent_coef=0.001:0.1:log"], num_seeds=2, out=out,
           overwrite=True)
     with open(out / "sweep.csv", newline="") as handle:
@@ -117,7 +118,7 @@ def test_sweep_command_writes_table(tmp_path, capsys):
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "config.json").read_text())["num_steps"] == 32
     # One summary line per setting, best mean first.
-    lines = [line for line in capsys.readouterr().out.splitlines() if "final return" in line]
+    lines = [line for line in capsys.readouterr().out.splitlines() if "final return" in line and " +- " in line]
     means = sorted((float(r["mean"]) for r in rows), reverse=True)
     assert [float(line.split("final return ")[1].split(" ")[0]) for line in lines] == pytest.approx(means, abs=0.006)
     with pytest.raises(cli.UsageError, match="already holds results"):

@@ -165,3 +165,32 @@ def test_slurm_variables_make_jax_detect_the_cluster(tmp_path):
     assert "joining the slurm cluster" in results[0][1]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["env_steps"] == 128
+
+
+def _join(port: int, num_processes: int, process_ids: list[int]) -> list[tuple[int, str]]:
+    """Start `jaxppo train` processes with these ids (a 3 s start-up timeout); [(exit code, stderr)] each."""
+    command = [sys.executable, "-m", "jaxppo.cli", "train", *helpers.TINY_FLAGS, "--total-timesteps", "128",
+               "--coordinator", f"127.0.0.1:{port}", "--num-processes", str(num_processes), "--timeout", "3"]
+    procs = [subprocess.Popen(command + ["--process-id", str(i), "--out", f"/nonexistent-{port}"],
+                              env=helpers.subprocess_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in process_ids]
+    try:
+        return [(proc.wait(timeout=120), proc.communicate()[1]) for proc in procs]
+    finally:
+        for proc in procs:
+            proc.kill()
+
+
+def test_a_missing_or_duplicate_process_at_start_up_is_one_line_not_an_abort():
+    cases = [
+        ([1], 2, ["process 1: no process 0 answered at 127.0.0.1:"]),
+        ([0], 2, ["process 0: process(es) 1 of 2 did not join within 3s"]),
+        ([0, 1, 1], 3, ["process 0: two processes joined as --process-id 1", "--process-id 1",
+                        "--process-id 1"]),
+    ]
+    for ids, num_processes, needles in cases:
+        results = _join(_free_port(), num_processes, ids)
+        for (code, err), needle in zip(results, needles):
+            errors = [line for line in err.splitlines() if line.startswith("jaxppo: error: ")]
+            assert code == 2 and len(errors) == 1 and needle in errors[0], (ids, err)
+            assert "Check failure" not in err and "Traceback" not in err, err

@@ -79,3 +79,82 @@ def test_commands_refuse_a_folder_holding_another_kind_of_run(tmp_path, capsys):
     assert "holds a train run; a sweep run needs its own folder" in line
     assert (out / "config.json").read_bytes() == config and (out / "final_params.msgpack").exists()
     assert json.loads((out / "run.json").read_text())["kind"] == "train"
+
+
+def test_overwrite_never_deletes_what_jaxppo_did_not_write(tmp_path, capsys):
+    # A folder that is not a jaxppo run (no run.json) but has folders named like a run's: refused, nothing deleted.
+    mine = tmp_path / "mine"
+    (mine / "checkpoints" / "mine").mkdir(parents=True)
+    (mine / "checkpoints" / "mine" / "weights.pt").write_text("precious")
+    (mine / "tb").mkdir()
+    (mine / "tb" / "notes").write_text("precious")
+    line = helpers.usage_error(["train", *TINY_RUN, "--overwrite", "--out", str(mine)], capsys)
+    assert "no run.json naming a jaxppo train run; --overwrite only replaces a jaxppo run's outputs" in line
+    assert (mine / "checkpoints" / "mine" / "weights.pt").read_text() == "precious"
+    assert (mine / "tb" / "notes").read_text() == "precious"
+    # In a real run folder, files of the user's own inside checkpoints/ and tb/ survive --overwrite too.
+    out = tmp_path / "run"
+    assert helpers.train_cli(*TINY_RUN, "--checkpoint-every", "1", "--tensorboard", "--out", str(out)) == 0
+    (out / "checkpoints" / "mine").mkdir()
+    (out / "checkpoints" / "mine" / "weights.pt").write_text("precious")
+    (out / "tb" / "notes").write_text("precious")
+    assert helpers.train_cli(*TINY_RUN, "--overwrite", "--out", str(out)) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["mine"]
+    assert sorted(p.name for p in (out / "tb").iterdir()) == ["notes"]
+    for root in ("/", str(__import__("pathlib").Path.home())):
+        with pytest.raises(run_folder.RunFolderError, match="not a run folder"):
+            run_folder.check_new_run(root, "train", overwrite=True)
+
+
+@pytest.mark.parametrize("planted", ["checkpoints/2", "checkpoints/2/state", "tb/seed_0"])
+def test_links_planted_inside_the_run_are_refused(tmp_path, capsys, planted):
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    assert helpers.train_cli(*TINY_RUN, "--checkpoint-every", "1", "--stop-after-updates", "1", "--tensorboard",
+                             "--out", str(out)) == 0
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("x")
+    target = out / planted
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(elsewhere)
+    for argv in (["train", "--resume", str(out)], ["train", *TINY_RUN, "--overwrite", "--out", str(out)]):
+        line = helpers.usage_error(argv, capsys)
+        assert f"{planted} is a symbolic link" in line, line
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["keep"] and target.is_symlink()
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_for_eval(tmp_path, capsys, monkeypatch):
+    import errno
+
+    out = tmp_path / "run"
+    assert helpers.train_cli(*TINY_RUN, "--out", str(out)) == 0
+    real_open = os.open
+
+    def read_only(path, flags, *args, **kwargs):  # a read-only file system (EROFS), as a mounted archive
+        if str(path).startswith(str(out)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", read_only)
+    line = helpers.usage_error(["eval", str(out)], capsys)
+    assert "cannot create its lock file .lock (Read-only file system)" in line
+
+
+def test_sweep_overwrite_keeps_the_old_results_until_the_new_ones_are_written(tmp_path):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    old = {name: f"old {name}" for name in ("sweep.csv", "sweep.png")}
+    for name, text in old.items():
+        (out / name).write_text(text)
+    (out / "run.json").write_text(json.dumps({"kind": "sweep", "seed": 0, "num_seeds": 1}))
+    with pytest.raises(KeyboardInterrupt):  # a sweep interrupted before it wrote its results
+        with run_folder.claim_run_folder(out, "sweep", overwrite=True):
+            raise KeyboardInterrupt
+    assert {name: (out / name).read_text() for name in old} == old
+    with run_folder.claim_run_folder(out, "sweep", overwrite=True):  # one that wrote only sweep.csv anew
+        (out / "sweep.csv").write_text("new")
+    assert (out / "sweep.csv").read_text() == "new" and not (out / "sweep.png").exists()
+    assert not (out / "run.json").exists()  # not written anew: the old run's record went with its results

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import io
 import re
 from typing import Any, Literal, TypeVar
@@ -45,12 +46,17 @@ class ConfigFlags(PPOConfig):
 
 
 def to_config(flags: PPOConfig) -> PPOConfig:
-    """The validated PPOConfig of parsed flags (UsageError naming the field)."""
+    """The validated PPOConfig of parsed flags (UsageError naming the field); the env id in its registered
+    spelling (--env cartpole-v1 runs and saves CartPole-v1)."""
+    from jaxppo.envs import canonical_env_id
+
     values = {f.name: getattr(flags, f.name) for f in dataclasses.fields(PPOConfig)}
     if values["num_devices"] == "all":
         import jax
 
         values["num_devices"] = jax.local_device_count()
+    if isinstance(values["env"], str):
+        values["env"] = canonical_env_id(values["env"])
     try:
         return PPOConfig(**values)
     except ValueError as error:
@@ -117,6 +123,10 @@ def _one_line(box: str) -> str:
 
 def parse(cls: type[T], argv: list[str], prog: str, default: T | None = None, description: str | None = None) -> T:
     """tyro.cli(cls) on argv; a parse error becomes UsageError with tyro's message on one line."""
+    from jaxppo.compile_cache import DISABLE_ENV, DISABLE_FLAG
+
+    description = (f"{description or inspect.getdoc(cls) or ''}\n{DISABLE_FLAG} (or {DISABLE_ENV}=1): compile "
+                   "without JAX's persistent compilation cache (on by default in ~/.cache/jaxppo/jax).")
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):

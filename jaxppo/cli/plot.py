@@ -1,4 +1,5 @@
-"""`jaxppo plot`: episode return vs env steps of run folders (a line and a band over each run's seeds)."""
+"""`jaxppo plot`: a metric vs env steps of run folders (a line and a band over each run's seeds); prints what it
+wrote."""
 
 from __future__ import annotations
 
@@ -22,16 +23,20 @@ class PlotArgs:
     band: Band = "std"
     """std (mean +- std over seeds), minmax (mean, min to max) or iqr (median, 25th to 75th percentile)."""
     smooth: int = 1
-    """Moving-average window over updates (1: raw curves)."""
+    """Moving-average window over points: updates, or evaluations for the eval_* curves (1: raw curves)."""
     metric: str = "episode_return"
-    """Column of metrics.csv to plot (e.g. episode_length, value_loss, entropy)."""
+    """What to plot: a metrics.csv column (episode_length, policy_loss or loss.policy_loss, grad_norm, ...) or an
+    evaluation curve from eval.csv (eval_return, eval_return_std, eval_length; runs trained with --eval-every)."""
     overwrite: bool = False
     """Replace an existing --out file."""
+    population: bool = False
+    """Draw one sweep or PBT run's population instead: every member's return and its hyperparameters over the run
+    (hparams.csv), with the copies PBT made (lineage.csv)."""
 
 
 def plot(args: PlotArgs) -> None:
     from jaxppo import outputs
-    from jaxppo.plotting import plot_runs
+    from jaxppo.plotting import plot_run_curves, read_run_curve
 
     if not args.runs:
         raise UsageError("plot: give at least one run folder, e.g. jaxppo plot runs/a runs/b")
@@ -49,13 +54,30 @@ def plot(args: PlotArgs) -> None:
     parent = args.out.parent if str(args.out.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"--out {args.out}: folder {parent} does not exist")
+    if args.population:
+        return _plot_population(args)
     try:
-        plot_runs(args.runs, args.out, band=args.band, smooth=args.smooth, metric=args.metric)
+        curves = [read_run_curve(run, args.metric, args.smooth) for run in args.runs]
+        plot_run_curves(curves, args.out, args.metric, args.band, args.smooth)
     except ValueError as error:
         raise UsageError(f"plot: {error}") from None
     except OSError as error:
         raise UsageError(f"--out {args.out}: cannot be written ({error.strerror or error})") from None
-    print(f"wrote {args.out}", flush=True)
+    drawn = ", ".join(f"{run} ({c.values.shape[0]} seed(s), {c.values.shape[1]} points)"
+                      for run, c in zip(args.runs, curves))
+    print(f"wrote {args.out}: {args.metric} vs env steps of {drawn}", flush=True)
+
+
+def _plot_population(args: PlotArgs) -> None:
+    from jaxppo.plotting import population_figure
+
+    if len(args.runs) != 1:
+        raise UsageError(f"--population: give one run folder, not {len(args.runs)}")
+    try:
+        population_figure(args.runs[0]).savefig(args.out, dpi=120)
+    except ValueError as error:
+        raise UsageError(f"plot: {error}") from None
+    print(f"wrote {args.out}: the population of {args.runs[0]} (returns and hyperparameters per member)", flush=True)
 
 
 def run(argv: list[str]) -> int:

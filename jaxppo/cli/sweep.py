@@ -35,6 +35,10 @@ class SweepArgs:
     """Output folder."""
     overwrite: bool = False
     """Replace the outputs of an earlier sweep in --out (only after every check has passed)."""
+    checkpoint_every: int = 0
+    """Save the whole population's state every N updates (resume with `jaxppo train --resume OUT`)."""
+    quiet: bool = False
+    """Only errors and the final line."""
 
 
 def parse_grid(entries) -> dict[str, list[float]]:
@@ -93,8 +97,10 @@ def _check_values(cfg, grid: dict[str, list[float]], ranges: dict[str, tuple[flo
 
 
 def sweep(args: SweepArgs) -> None:
-    from jaxppo import outputs, run_folder
+    from jaxppo import run_folder
     from jaxppo.agent import make_agent
+    from jaxppo.cli.train import _report
+    from jaxppo.runner import RunOptions
     from jaxppo.sweep import run_sweep, summary_lines, write_sweep
 
     cfg = to_config(args.config)
@@ -109,26 +115,33 @@ def sweep(args: SweepArgs) -> None:
         raise UsageError("--ranges: pass --random-samples N to draw N settings from them")
     if not grid and not args.random_samples:
         raise UsageError("nothing to sweep: pass --grid NAME=V1,V2,... and/or --random-samples N --ranges ...")
-    if cfg.num_devices > 1:
-        raise UsageError(f"--num-devices {cfg.num_devices}: a sweep runs on one device; drop --num-devices")
     _check_values(cfg, grid, ranges)
     try:
         make_agent(cfg)  # the environment exists and fits the network
-        run_folder.check_new_run(args.out, "sweep", args.overwrite)
+        run_folder.check_new_run(args.out, "train", args.overwrite)
     except ValueError as error:
         raise UsageError(str(error).replace("already holds a run", "already holds results")) from None
-    with run_folder.claim_run_folder(args.out, "sweep", args.overwrite):
-        try:
-            result = run_sweep(cfg, grid, args.random_samples, ranges, args.num_seeds, args.seed)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
-        outputs.write_json(args.out / outputs.CONFIG, outputs.config_to_dict(cfg))
-        outputs.write_json(args.out / outputs.RUN, {"kind": "sweep", "seed": args.seed, "num_seeds": args.num_seeds,
-                                                    "preset": args.preset})
-        write_sweep(result, args.out)
-    print("\n".join(summary_lines(result)))
-    print(f"done: {len(result.settings)} setting(s) x {args.num_seeds} seed(s) -> {args.out}/sweep.csv, sweep.png",
-          flush=True)
+    options = RunOptions(checkpoint_every=args.checkpoint_every, preset=args.preset)
+    holder = {}
+
+    def call():
+        holder["result"] = run_sweep(cfg, grid, args.random_samples, ranges, args.num_seeds, args.seed, out=args.out,
+                                     options=options, overwrite=args.overwrite, quiet=args.quiet)
+        return _Finished()
+
+    _report(call)
+    result = holder["result"]
+    if not result.finished:
+        return
+    write_sweep(result, args.out)
+    if not args.quiet:
+        print("\n".join(summary_lines(result)))
+    print(f"done: {len(result.settings)} setting(s) x {args.num_seeds} seed(s) -> {args.out}/sweep.csv, sweep.png "
+          f"(resume, plot, eval and load as a training run; member m = setting m // {args.num_seeds})", flush=True)
+
+
+class _Finished:
+    stopped_by = None
 
 
 def run(argv: list[str]) -> int:

@@ -12,11 +12,12 @@ import tyro
 from jaxppo.cli.flags import (EXIT_FAILED, ConfigFlags, UsageError, as_flag_error, flags_given, parse_with_config,
                               to_config)
 
-RESUMABLE_OVERRIDES = ("tensorboard", "wandb_project", "wandb_mode", "eval_every", "eval_episodes",
-                       "keep_checkpoints", "checkpoint_every", "chunk_updates", "check_sync")
-"""Flags that may change when a run is resumed (they do not change what is learned)."""
 RESUME_FLAGS = {"resume", "quiet", "stop_after_updates", "coordinator", "num_processes", "process_id", "timeout",
-                "cluster", *RESUMABLE_OVERRIDES}
+                "cluster", "extend_total_timesteps"}
+"""Flags that may be given with --resume DIR besides the run options a resume may change
+(jaxppo.runner.RESUMABLE_OPTIONS) and --num-devices."""
+AUTO = Path("auto")
+"""`--resume auto`: start the run in --out, or continue it (one idempotent command for requeued jobs)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +53,12 @@ class TrainArgs:
     keep_checkpoints: int = 3
     """Checkpoints kept (oldest removed first)."""
     resume: Path | None = None
-    """Continue the run in this folder from its newest intact checkpoint (its config.json and run.json are used)."""
+    """Continue the run in this folder from its newest intact checkpoint (its config.json and run.json are used).
+    `--resume auto` (with the run's flags and --out): start the run in --out, or continue it when --out already
+    holds it; one command for a job that may be requeued or killed at any moment (a folder named auto: ./auto)."""
+    extend_total_timesteps: int | None = None
+    """With --resume DIR: train the run on to this larger total. Schedules over the run's length (lr annealing,
+    linear/cosine schedules, warm-up fractions) then span the longer run, so an annealed lr rises back."""
     stop_after_updates: int | None = None
     """End (with a checkpoint) after this many updates in this call; resume later."""
     eval_every: int = 0
@@ -154,8 +160,17 @@ def run(argv: list[str]) -> int:
     _join_cluster(args)
     from jaxppo import runner
 
-    if args.resume is not None:
+    auto = args.resume == AUTO
+    if args.resume is not None and not auto:
         return _resume(args, argv)
+    if args.extend_total_timesteps is not None:
+        raise UsageError("--extend-total-timesteps: only with --resume DIR (a run to train longer); drop it or give "
+                         "--resume DIR")
+    if auto and args.overwrite:
+        raise UsageError("--resume auto: cannot be combined with --overwrite (it continues the run in --out); drop "
+                         "--overwrite")
+    if auto and "out" not in flags_given(argv):
+        raise UsageError("--resume auto: give the run's folder with --out DIR")
     config = to_config(args.config)
     if config.env == "custom":
         raise UsageError("--env custom: environment instances can only be passed from Python (make_train(config, "
@@ -170,6 +185,9 @@ def run(argv: list[str]) -> int:
         options.validate()
     except ValueError as error:
         raise as_flag_error(error) from None
+    if auto:
+        return _report(lambda: runner.start_or_resume(config, args.out, options,
+                                                      stop_after_updates=args.stop_after_updates, quiet=args.quiet))
     return _report(lambda: runner.train_run(config, args.out, options, overwrite=args.overwrite,
                                             stop_after_updates=args.stop_after_updates, quiet=args.quiet))
 
@@ -179,7 +197,7 @@ def _resume(args: TrainArgs, argv: list[str]) -> int:
 
     given = flags_given(argv)
     config_fields = {f.name for f in dataclasses.fields(ConfigFlags)}
-    not_allowed = sorted((given - RESUME_FLAGS) - config_fields)
+    not_allowed = sorted((given - RESUME_FLAGS - set(runner.RESUMABLE_OPTIONS)) - config_fields)
     if not_allowed:
         flags = ", ".join("--" + name.replace("_", "-") for name in not_allowed)
         raise UsageError(f"--resume {args.resume}: {flags} cannot be given with --resume (the run continues with its "
@@ -190,14 +208,14 @@ def _resume(args: TrainArgs, argv: list[str]) -> int:
         saved = outputs.read_config(args.resume)
     except ValueError as error:
         raise UsageError(f"--resume {args.resume}: {error}") from None
-    layout = {"num_devices"}  # where the run executes, not what it learns: may change (elastic resume)
+    layout = set(outputs.LAYOUT_FIELDS)  # where the run executes, not what it learns: may change (elastic resume)
     conflicts = [f"{name} (saved {getattr(saved, name)!r}, given {getattr(args.config, name)!r})"
                  for name in sorted((given & config_fields) - layout)
                  if getattr(args.config, name) != getattr(saved, name)]
     if conflicts:
         raise UsageError(f"--resume {args.resume}: flags contradict the saved config: {', '.join(conflicts)}; drop "
                          "them (the saved config is used)")
-    overrides = {name: getattr(args, name) for name in RESUMABLE_OVERRIDES if name in given}
+    overrides = {name: getattr(args, name) for name in runner.RESUMABLE_OPTIONS if name in given}
     num_devices = None
     if "num_devices" in given:
         import jax
@@ -210,15 +228,17 @@ def _resume(args: TrainArgs, argv: list[str]) -> int:
             raise UsageError(f"--resume {args.resume}: {error}") from None
         _check_devices(num_devices)
     return _report(lambda: runner.resume_run(args.resume, stop_after_updates=args.stop_after_updates,
-                                             quiet=args.quiet, overrides=overrides, num_devices=num_devices))
+                                             quiet=args.quiet, overrides=overrides, num_devices=num_devices,
+                                             extend_total_timesteps=args.extend_total_timesteps))
 
 
 def _report(call) -> int:
+    from jaxppo.outputs import WriteError
     from jaxppo.runner import RunStopped
 
     try:
         result = call()
-    except RunStopped as error:
+    except (RunStopped, WriteError) as error:  # the run failed (a full disk is not a usage mistake)
         raise UsageError(str(error), exit_code=EXIT_FAILED) from None
     except ValueError as error:
         raise as_flag_error(error) from None

@@ -3,6 +3,7 @@
     make_env("CartPole-v1")                      # gymnax
     make_env("brax/ant")                          # suite prefix: one adapter module per suite
     make_env("custom", env=my_gymnax_env)         # an instance (gymnax Environment or a protocol adapter)
+    canonical_env_id("cartpole-v1")               # 'CartPole-v1': ids and suite prefixes are case-insensitive
 
 To add a suite: write `jaxppo/envs/<suite>_env.py` with `make(name) -> adapter` (and optionally
 `registered_ids()`), and add its prefix to SUITES below.
@@ -10,12 +11,11 @@ To add a suite: write `jaxppo/envs/<suite>_env.py` with `make(name) -> adapter` 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 from typing import Any
 
-from jaxppo.envs.protocol import Env, EnvSpec, TimeStep, reset_batch, step_batch
+from jaxppo.envs.protocol import Env, EnvSpec, TimeStep, reset_batch, resolve_name, step_batch
 
 CUSTOM_ENV = "custom"
 
@@ -28,16 +28,42 @@ SUITES: dict[str, tuple[str, str, str]] = {
 }
 """Suite prefix -> (adapter module, the package it imports, the pip extra that installs it)."""
 
-__all__ = ["CUSTOM_ENV", "Env", "EnvSpec", "SUITES", "TimeStep", "make_env", "reset_batch", "step_batch",
-           "split_env_id"]
+__all__ = ["CUSTOM_ENV", "Env", "EnvSpec", "SUITES", "TimeStep", "canonical_env_id", "make_env", "reset_batch",
+           "step_batch", "split_env_id"]
 
 
 def split_env_id(env_id: str) -> tuple[str, str]:
-    """('brax', 'ant') for 'brax/ant'; ('gymnax', id) for an id without a known suite prefix."""
+    """('brax', 'ant') for 'brax/ant' (or 'Brax/ant'); ('gymnax', id) for an id without a known suite prefix."""
     prefix, sep, name = env_id.partition("/")
-    if sep and prefix in SUITES:
-        return prefix, name
+    if sep and prefix.lower() in SUITES:
+        return prefix.lower(), name
     return "gymnax", env_id
+
+
+def _gymnax_id(env_id: str) -> str:
+    """The registered gymnax id for env_id (exact, else case-insensitive); ValueError naming close matches."""
+    from jaxppo.envs import gymnax_env
+
+    try:
+        return resolve_name(env_id, gymnax_env.registered_ids(), "gymnax")
+    except KeyError as error:
+        raise ValueError(
+            f"env={env_id!r}: {error.args[0]} (other suites: {', '.join(p + '/<name>' for p in SUITES)}; register "
+            "your own with gymnax.register(id, factory), or use env='custom' and pass env=<instance> to make_train)"
+        ) from None
+
+
+def canonical_env_id(env_id: str) -> str:
+    """env_id as it is registered: 'cartpole-v1' -> 'CartPole-v1', 'Brax/ant' -> 'brax/ant'.
+
+    gymnax ids are matched exactly, else case-insensitively (ValueError naming close matches when neither
+    matches); a suite prefix is lower-cased and the name after it kept (its adapter matches names
+    case-insensitively when the run is built). 'custom' is returned as it is.
+    """
+    if env_id == CUSTOM_ENV:
+        return env_id
+    suite, name = split_env_id(env_id)
+    return _gymnax_id(env_id) if suite == "gymnax" else f"{suite}/{name}"
 
 
 def _suite_module(suite: str, env_id: str):
@@ -67,16 +93,7 @@ def make_env(env_id: str, env: Any = None, env_params: Any = None) -> Env:
         raise ValueError("env='custom': pass the environment instance as make_train(config, env=...)")
     suite, name = split_env_id(env_id)
     if suite == "gymnax":
-        known = gymnax_env.registered_ids()
-        if env_id not in known:
-            close = difflib.get_close_matches(env_id, known, n=4, cutoff=0.4)
-            hint = f"did you mean {', '.join(close)}?" if close else f"registered: {', '.join(known)}"
-            raise ValueError(
-                f"env={env_id!r}: not a registered gymnax environment; {hint} (other suites: "
-                f"{', '.join(p + '/<name>' for p in SUITES)}; register your own with gymnax.register(id, factory), "
-                "or use env='custom' and pass env=<instance> to make_train)"
-            )
-        return gymnax_env.make(env_id)
+        return gymnax_env.make(_gymnax_id(env_id))
     module = _suite_module(suite, env_id)
     try:
         return module.make(name)

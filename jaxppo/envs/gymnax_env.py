@@ -1,4 +1,5 @@
-"""gymnax adapter (gymnax >= 1.0, six-value step API): any registered id or gymnax `Environment` instance.
+"""gymnax adapter (gymnax >= 1.0, six-value step API): any registered id (case-insensitive) or gymnax `Environment`
+instance.
 
 Action masks: an environment may declare its legal actions with a method `action_mask(state, params) -> bool [A]`;
 the adapter then reports the mask of every observation it returns.
@@ -13,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxppo.envs.protocol import EnvSpec, TimeStep
+from jaxppo.envs.protocol import EnvSpec, TimeStep, resolve_name
 
 # gymnax is imported inside the functions that need it: importing it starts JAX's backend, which must wait until
 # jax.distributed.initialize has run in a multi-host program.
@@ -96,8 +97,9 @@ class GymnaxEnv:
 
 
 def make(env_id: str) -> GymnaxEnv:
-    """The adapter of a registered gymnax id with its default parameters."""
+    """The adapter of a registered gymnax id (matched exactly, else case-insensitively: 'cartpole-v1') with its
+    default parameters; KeyError naming close matches for an unknown id."""
     import gymnax
 
-    env, env_params = gymnax.make(env_id)
+    env, env_params = gymnax.make(resolve_name(env_id, registered_ids(), "gymnax"))
     return GymnaxEnv(env, env_params)
