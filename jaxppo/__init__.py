@@ -35,9 +35,17 @@ __all__ = [
     "make_value_fn",
     "ppo_loss",
     "render",
+    "run_pbt",
     "stack_hparams",
     "value_loss",
 ]
+
+
+def run_pbt(*args, **kwargs):
+    """Population-based training in a run folder: see jaxppo.sweep.run_pbt (and jaxppo.pbt for PBTConfig)."""
+    from jaxppo.sweep import run_pbt as run
+
+    return run(*args, **kwargs)
 
 
 def load(run_dir, seed: int | None = None, env=None, env_params=None, member: int | None = None):

@@ -20,16 +20,6 @@ DEVICE_AXIS = "devices"
 """The one axis name over which experience is split and gradients and metrics are averaged."""
 
 
-def pmean(tree, axis_name: str | None):
-    """lax.pmean over axis_name, or the tree unchanged when axis_name is None."""
-    return tree if axis_name is None else lax.pmean(tree, axis_name)
-
-
-def psum(tree, axis_name: str | None):
-    """lax.psum over axis_name, or the tree unchanged when axis_name is None."""
-    return tree if axis_name is None else lax.psum(tree, axis_name)
-
-
 def pmean_flat(tree, axis_name: str | None):
     """pmean of every leaf of a float32 tree as ONE all-reduce (the leaves travel in one flat buffer)."""
     if axis_name is None:

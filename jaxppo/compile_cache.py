@@ -8,7 +8,8 @@
 A second run, a resume or an evaluation of the same program then loads the compiled program from disk instead of
 compiling it again (a CartPole training program: about 1 s instead of 6 s on a 2-core CPU). The folder is, first
 match wins: JAX's own setting (`JAX_COMPILATION_CACHE_DIR` or `jax.config`), `$XDG_CACHE_HOME/jaxppo/jax`,
-`~/.cache/jaxppo/jax`. `--no-compile-cache` or `JAXPPO_NO_COMPILE_CACHE=1` turn it off. JAX decides what is
+`~/.cache/jaxppo/jax`. `--no-compile-cache` or `JAXPPO_NO_COMPILE_CACHE=1` turn it off (JAX's own
+`JAX_ENABLE_COMPILATION_CACHE=false` is respected too). JAX decides what is
 worth caching (programs that took at least `JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`, default 1 s, to
 compile); deleting the folder is always safe.
 
@@ -54,14 +55,16 @@ def configure(disabled: bool = False, environ: Mapping[str, str] | None = None) 
       environ: the environment to read (default os.environ).
 
     Returns:
-      The cache folder, or None when the cache is off (asked for, or the per-user folder cannot be created).
+      The cache folder, or None when the cache is off (asked for here or with JAX's own switch, or the per-user
+      folder cannot be created).
     """
     import jax
 
     if disabled or disabled_by_env(environ):
         jax.config.update("jax_enable_compilation_cache", False)
         return None
-    jax.config.update("jax_enable_compilation_cache", True)
+    if not jax.config.jax_enable_compilation_cache:
+        return None  # turned off with JAX's own switch (JAX_ENABLE_COMPILATION_CACHE=false)
     chosen = jax.config.jax_compilation_cache_dir  # JAX_COMPILATION_CACHE_DIR or the program's own choice wins
     if chosen:
         return Path(chosen)

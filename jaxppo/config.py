@@ -151,9 +151,10 @@ class PPOConfig:
     network: str = field("auto", IDENTITY)
     """Torso: mlp (vector obs), cnn (HxWxC image obs, e.g. MinAtar), or auto (by observation rank)."""
     memory: str = field("none", IDENTITY)
-    """Recurrent core after the torso: none (feed-forward) or gru (reset where an episode ended)."""
+    """Recurrent core after the torso (jaxppo.memory, reset where an episode ended): none (feed-forward), gru, or
+    lru (a gated linear recurrence applied with a parallel associative scan over time)."""
     memory_size: int = field(128, IDENTITY)
-    """Width of the GRU carry (memory='gru')."""
+    """Width of the memory core's carry (memory='gru' or 'lru')."""
     init_log_std: float | None = None
     """Initial log-std of the Gaussian policy (continuous actions only); None means 0.0. Same as init_scale=exp(.)."""
     distribution: str = field("auto", IDENTITY)

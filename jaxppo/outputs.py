@@ -20,7 +20,7 @@ import math
 import os
 import secrets
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 

@@ -154,7 +154,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ====================================================== variants: another core on a task (name: <preset>/<variant>)
     # The memory tasks on the linear recurrent core (memory="lru", jaxppo.memory.ResetLRU), otherwise the GRU
     # presets' settings; narrower than the GRU because the LRU's cost on a CPU grows with its width (its projections
-    # and readout run on every step of a sequence at once). docs/results.md, "Fast memory", has the measurements.
+    # and readout run on every step of a sequence at once). MemoryChain at width 32: 1.0 on 8 of 8 fresh seeds,
+    # 0.99 reached at a median 21.5k steps. CartPole-PO at width 64: not measured yet. docs/results.md, section 11.
     "memorychain-bsuite/lru": dict(env="MemoryChain-bsuite", num_envs=16, num_steps=64, total_timesteps=500_000,
                                    lr=1e-3, num_epochs=4, num_minibatches=4, ent_coef=0.01, memory="lru",
                                    memory_size=32),

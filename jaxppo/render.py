@@ -92,8 +92,8 @@ def write_episode_gif(config: Any, params: Any, normalizers: Any, out: str | Pat
 
     What a training hook calls after a chunk: `write_episode_gif(config, params, normalizers, run_dir /
     f"videos/update_{update:06d}.gif", seed=update)` with that seed's params and normaliser statistics (leaves
-    without the seed axis). Folders above out are created. env, env_params: an environment instance for
-    config.env='custom' (as make_train takes it).
+    without the seed axis). Folders above out are created. env, env_params: only for a config.env='custom' run,
+    its environment instance (as make_train takes it). Each call compiles the episode program once (seconds).
 
     Returns Rendered(path, returns, lengths, num_frames); ValueError as `render`.
     """
@@ -151,6 +151,8 @@ def record_video(env_id: str, step: Any, out: Path, *, episodes: int, num_envs: 
     for name, value in (("episodes", episodes), ("max_steps", max_steps)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise ValueError(f"{name}={value!r}: must be a whole number of at least 1")
+    if num_envs < episodes:
+        raise ValueError(f"episodes={episodes}: more than the {num_envs} environments played")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed={seed}: must be in [0, 2^32)")
     env = make_env(env_id) if env is None else env

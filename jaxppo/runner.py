@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxppo import outputs, run_folder
-from jaxppo.config import RESUMABLE, HParams, PPOConfig, field, fields_with
+from jaxppo.config import RESUMABLE, PPOConfig, field, fields_with
 from jaxppo.distributed import agree_on_settings, gather_json, host_tree, sync_processes
 from jaxppo.footprint import METRICS_PER_UPDATE, check_eval_fits, check_fits
 from jaxppo.guard import RunStopped
@@ -615,7 +615,7 @@ def _restore(run: _Run, restart_without_checkpoint: bool, note: str | None,
     run.train_seconds = float(meta.get("train_seconds", 0.0))
     if note is not None and done < config.num_updates and (out / outputs.SUMMARY).exists():
         raise ValueError(f"extend_total_timesteps: {out} finished without a checkpoint of its last update (train "
-                         "with --checkpoint-every to extend a run later); its newest checkpoint is update {done}")
+                         f"with --checkpoint-every to extend a run later); its newest checkpoint is update {done}")
     run.compile(state)  # the compiled program names metrics.csv's columns
     history: list = []
     if run.lead:

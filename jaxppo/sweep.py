@@ -20,14 +20,16 @@ import itertools
 import math
 import tempfile
 from pathlib import Path
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import numpy as np
 
 from jaxppo import outputs
 from jaxppo.config import HParams, PPOConfig, hparam_names
+from jaxppo.losses import LossFn, ppo_loss
+from jaxppo.pbt import PBTConfig
 from jaxppo.population import Population
-from jaxppo.runner import RunOptions, train_run
+from jaxppo.runner import RunOptions, RunResult, train_run
 
 SWEEPABLE = hparam_names()
 """Names that can be swept: the traced hyperparameters."""
@@ -213,3 +215,20 @@ def write_sweep(result: SweepResult, out_dir: Path) -> None:
     plot_curves(result.env_steps, list(result.episode_return), labels, out_dir / outputs.SWEEP_PNG,
                 title=f"{result.config.env}: sweep over {len(result.settings)} setting(s) x {len(result.seeds)} "
                       "seed(s)", band="std")
+
+
+def run_pbt(config: PPOConfig, out: Path, pbt: PBTConfig, options: RunOptions | None = None, *,
+            overwrite: bool = False, stop_after_updates: int | None = None, quiet: bool = False,
+            stream: TextIO | None = None, env: Any = None, env_params: Any = None,
+            loss_fn: LossFn = ppo_loss) -> RunResult:
+    """Population-based training (jaxppo.pbt) as a training run in folder `out`: pbt.population members from seed
+    options.seed on, exploit/explore every pbt.ready_updates updates inside the compiled chunks; hparams.csv and
+    lineage.csv beside the usual files; `jaxppo.load(out)` gives the best member. What `jaxppo pbt` runs.
+
+        result = run_pbt(preset_config("breakout-minatar", total_timesteps=1_000_000), Path("runs/pbt"),
+                         PBTConfig(population=8, ready_updates=10, explore=(ExploreRange("lr", 1e-4, 3e-3),)))
+    """
+    population = Population(pbt=pbt)
+    options = dataclasses.replace(options or RunOptions(), num_seeds=1, population=population.to_json())
+    return train_run(config, out, options, overwrite=overwrite, stop_after_updates=stop_after_updates, quiet=quiet,
+                     stream=stream, env=env, env_params=env_params, loss_fn=loss_fn)

@@ -76,6 +76,10 @@ def test_configure_sets_jax_and_respects_its_own_setting(tmp_path, jax_cache_set
     assert jax.config.jax_enable_compilation_cache is False
 
     jax.config.update("jax_compilation_cache_dir", None)
+    assert compile_cache.configure(environ={"XDG_CACHE_HOME": str(tmp_path)}) is None  # JAX's own switch is off
+    assert jax.config.jax_compilation_cache_dir is None and not (tmp_path / "jaxppo").exists()
+
+    jax.config.update("jax_enable_compilation_cache", True)
     folder = compile_cache.configure(environ={"XDG_CACHE_HOME": str(tmp_path)})
     assert folder == tmp_path / "jaxppo" / "jax" and folder.is_dir()
     assert jax.config.jax_enable_compilation_cache is True

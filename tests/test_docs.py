@@ -44,3 +44,11 @@ def test_the_quick_start_is_two_commands_and_the_same_on_the_site():
     assert commands[1] == ci  # the test command is what CI runs
     site = quick_start((ROOT / "docs" / "index.md").read_text())
     assert [line for line in site.splitlines() if line and not line.startswith("#")] == commands
+
+
+def test_the_api_reference_holds_every_module_of_the_library():
+    documented = set(re.findall(r"^::: (jaxppo[\w.]*)", (ROOT / "docs" / "api.md").read_text(), flags=re.MULTILINE))
+    package = ROOT / "jaxppo"
+    modules = {".".join(("jaxppo", *p.relative_to(package).with_suffix("").parts)).removesuffix(".__init__")
+               for p in [*package.glob("*.py"), *(package / "envs").glob("*.py")]}
+    assert sorted(modules - documented) == []

@@ -45,6 +45,16 @@ def _mean(values) -> float:
 
 # ------------------------------------------------------------------------------------------------------- ids
 @needs_brax
+def test_brax_envs_without_a_physics_pipeline_work():
+    # brax's registered 'fast' test env never sets up a pipeline: it must reset and step like any other.
+    env = make_env("brax/fast")
+    assert env.backend is None and env.spec.obs_shape == (2,)
+    state, obs, _ = env.reset(jax.random.key(0))
+    state, step = env.step(jax.random.key(1), state, jnp.zeros(env.spec.action_shape))
+    assert obs.shape == (2,) and step.obs.shape == (2,) and bool(jnp.isfinite(step.reward))
+
+
+@needs_brax
 @needs_jumanji
 @needs_craftax
 def test_ids_resolve_case_insensitively_and_unknown_ones_name_close_matches():

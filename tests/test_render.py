@@ -107,6 +107,24 @@ def test_play_records_the_state_each_action_was_taken_in():
     assert not played.done.any()
 
 
+def test_run_step_acts_as_the_runs_act_and_threads_the_carry(gru_run):
+    run = jaxppo.load(gru_run)
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    first, later = np.ones(5, bool), np.zeros(5, bool)
+    greedy = run_step(run.act, recurrent=True, stochastic=False)
+    actions, carry = greedy(obs, None, None, first, jax.random.key(0))  # the key is ignored when greedy
+    want, want_carry = run.act(obs)
+    np.testing.assert_array_equal(actions, want)
+    actions, carry = greedy(2 * obs, None, carry, later, None)
+    want, want_next = run.act(2 * obs, carry=want_carry, first=later)
+    np.testing.assert_array_equal(actions, want)
+    # A two-update policy rarely lets the carry change an argmax: the carry itself must follow.
+    for got, expected in zip(jax.tree.leaves(carry), jax.tree.leaves(want_next), strict=True):
+        np.testing.assert_array_equal(got, expected)
+    sampled, _ = run_step(run.act, recurrent=True, stochastic=True)(obs, None, carry, later, jax.random.key(3))
+    np.testing.assert_array_equal(sampled, run.act(obs, jax.random.key(3), carry=want_carry, first=later)[0])
+
+
 # ----------------------------------------------------------------------------------------- classic control
 @_needs("pygame")
 def test_classic_control_gif_has_one_captioned_frame_per_step(gru_run, tmp_path):

@@ -84,7 +84,8 @@ class BraxEnv:
         with _mujoco_warnings_as_python_warnings():  # brax compiles the model's MJCF here
             base = envs.get_environment(name, **env_kwargs)
         self.name = name
-        self.backend = base.backend
+        # Envs that simulate without a physics pipeline (brax's 'fast' test env) never set one up.
+        self.backend = getattr(base, "_backend", None)
         self.env = training.EpisodeWrapper(base, episode_length, action_repeat=1)
         obs = jax.eval_shape(base.reset, jax.random.key_data(jax.random.key(0))).obs
         if not isinstance(obs, jax.ShapeDtypeStruct):

@@ -1,0 +1,331 @@
+"""Brax's own PPO (`brax.training.agents.ppo`) against jaxppo on Brax tasks: same task, settings and env steps.
+
+    python experiments/brax_parity.py run --task inverted_pendulum --epochs 6 --seeds 0 1 2
+    python experiments/brax_parity.py run --scale small --task inverted_pendulum --epochs 4 --seeds 0 1 \
+        --trainers jaxppo-preset jaxppo-tanh jaxppo-sizes ...   # ablations: one factor of Brax's setup at a time
+    python experiments/brax_parity.py report  # table + curves from the CSV
+
+Settings: Brax's notebook PPO settings for inverted_pendulum (2048 envs, batch 1024 x 32 minibatches x unroll 5 =
+163,840 env steps per update, 4 epochs, gamma 0.97, lambda 0.95, lr 3e-4, entropy 1e-2, clip 0.3, observation
+normalisation, reward scaling 10, episode length 1000), used for every task; `--scale small` keeps all of them but
+the batch (256 envs, batch 256 x 8 minibatches x unroll 5 = 10,240 env steps per update), for a shared CPU. jaxppo
+runs the same update: num_envs x (batch * minibatches * unroll / num_envs) steps, the same minibatches and epochs.
+Evaluation is Brax's protocol for both: at step 0 and after every `--updates-per-eval` updates (an "epoch"), 128
+stochastic episodes of the current policy, mean undiscounted return. Training steps/s count only the update
+programs (compilation and evaluation excluded): Brax's `training/sps` of every epoch after the first (the first
+includes its compilation); jaxppo's chunk time after an ahead-of-time compile.
+
+Runs are interleaved (seed by seed, the trainers' order alternating), one process, one trainer at a time, and each
+run's rows are appended to the CSV as soon as it ends, so a partial sweep keeps what finished.
+
+Brax 0.14.2's trainer calls `jax.device_put_replicated`, which jax 0.10 removed. `_install_device_put_replicated`
+installs a one-host stand-in (each leaf stacked once per device, then `jax.device_put`) in THIS process only, for
+comparison; the jaxppo package never touches jax's namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CSV_PATH = RESULTS / "brax_parity.csv"
+FIELDS = ["trainer", "scale", "task", "backend", "seed", "epoch", "env_steps", "eval_return", "train_seconds", "sps"]
+
+BRAX_PPO = dict(num_updates_per_batch=4, unroll_length=5, discounting=0.97, gae_lambda=0.95, learning_rate=3e-4,
+                entropy_cost=1e-2, clipping_epsilon=0.3, reward_scaling=10.0, normalize_observations=True,
+                episode_length=1000, action_repeat=1)
+"""Brax's notebook settings for inverted_pendulum (brax's training notebook), used for every task here."""
+SCALES = {"notebook": dict(num_envs=2048, batch_size=1024, num_minibatches=32),
+          "small": dict(num_envs=256, batch_size=256, num_minibatches=8)}
+"""The batch layout: Brax's notebook's, or a 16x smaller one for a shared CPU."""
+EVAL_EPISODES = 128
+
+
+def steps_per_update(scale: str) -> int:
+    """Env steps of one update: batch_size * unroll_length * num_minibatches."""
+    layout = SCALES[scale]
+    return layout["batch_size"] * BRAX_PPO["unroll_length"] * layout["num_minibatches"]
+
+
+def jaxppo_base(scale: str) -> dict[str, Any]:
+    """Brax's update in jaxppo's fields (notebook: 2048 envs x 80 steps = 163,840 env steps in 32 minibatches)."""
+    layout = SCALES[scale]
+    return dict(num_envs=layout["num_envs"], num_steps=steps_per_update(scale) // layout["num_envs"],
+                num_minibatches=layout["num_minibatches"], num_epochs=4, gamma=0.97, gae_lambda=0.95, lr=3e-4,
+                anneal_lr=False, clip_eps=0.3, ent_coef=0.01, normalize_observations=True)
+
+
+BRAX_DISTRIBUTION = dict(distribution="tanh_gaussian", scale_type="state_dependent", scale_fn="softplus",
+                         min_scale=1e-3, init_scale=math.log(2.0))
+"""Brax's NormalTanhDistribution: sigma = softplus(network output) + 0.001, starting near softplus(0) = log 2."""
+BRAX_SIZES = dict(actor_hidden_sizes=(32,) * 4, critic_hidden_sizes=(256,) * 5)
+BRAX_REWARD = dict(normalize_rewards=False)  # + the env's rewards x 10 (RewardScaled), Brax's reward_scaling
+NO_VALUE_CLIP = dict(clip_value_loss=False)
+
+VARIANTS: dict[str, tuple[dict[str, Any], float]] = {
+    # name: (PPOConfig fields over jaxppo_base, reward scale applied by a wrapper)
+    # The mapping the issue measured (the old brax presets): one 256x256 SiLU MLP per branch, Gaussian with a
+    # state-independent log-std, reward normalisation, value clipping, grad norm 0.5.
+    "jaxppo-preset": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True), 1.0),
+    # One factor of Brax's setup at a time, on top of jaxppo-preset:
+    "jaxppo-tanh": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **BRAX_DISTRIBUTION),
+                    1.0),
+    "jaxppo-sizes": (dict(activation="silu", normalize_rewards=True, **BRAX_SIZES), 1.0),
+    "jaxppo-rewardscale": (dict(hidden_sizes=(256, 256), activation="silu", **BRAX_REWARD), 10.0),
+    "jaxppo-noclip": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **NO_VALUE_CLIP), 1.0),
+    "jaxppo-noent": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0), 1.0),
+    "jaxppo-noadvnorm": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                              normalize_advantages=False), 1.0),
+    # Everything of Brax's that jaxppo has (its grad norm stays: Brax's is off, i.e. huge).
+    "jaxppo-braxlike": (dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
+                             **BRAX_REWARD, **NO_VALUE_CLIP), 10.0),
+}
+
+
+# --------------------------------------------------------------------------------------------------- brax
+def _install_device_put_replicated() -> None:
+    """jax 0.10 removed jax.device_put_replicated, which brax 0.14.2's PPO calls: a one-host stand-in, here only."""
+    import jax
+    import jax.numpy as jnp
+
+    if hasattr(jax, "device_put_replicated"):
+        return
+
+    def device_put_replicated(x, devices):
+        return jax.tree.map(lambda leaf: jax.device_put(jnp.stack([jnp.asarray(leaf)] * len(devices))), x)
+
+    jax.device_put_replicated = device_put_replicated
+
+
+def _brax_envs():
+    with contextlib.redirect_stdout(io.StringIO()):  # mujoco's "Failed to import warp" prints
+        from brax import envs
+    return envs
+
+
+def run_brax(scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
+             seed: int) -> list[dict[str, Any]]:
+    """Brax's PPO for `epochs` x `per_epoch` updates, evaluated after each epoch (and at 0)."""
+    _install_device_put_replicated()
+    from brax.training.agents.ppo import train as ppo
+
+    env = _brax_envs().get_environment(task, **({"backend": backend} if backend else {}))
+    rows: list[dict[str, Any]] = []
+    last_walltime = [0.0]
+
+    def progress(step: int, metrics: dict[str, Any]) -> None:
+        walltime = float(metrics.get("training/walltime", 0.0))
+        seconds = walltime - last_walltime[0]
+        last_walltime[0] = walltime
+        rows.append(dict(epoch=len(rows), env_steps=int(step), eval_return=float(metrics["eval/episode_reward"]),
+                         train_seconds=walltime, sps=(per_epoch * steps / seconds) if step else float("nan")))
+        print(f"  brax {task} seed {seed}: {rows[-1]}", flush=True)
+
+    # num_evals = epochs + 1 and num_timesteps = epochs * per_epoch updates: per_epoch updates per eval epoch.
+    steps = steps_per_update(scale)
+    ppo.train(environment=env, num_timesteps=epochs * per_epoch * steps, num_evals=epochs + 1,
+              num_eval_envs=EVAL_EPISODES, deterministic_eval=False, seed=seed, progress_fn=progress,
+              **SCALES[scale], **BRAX_PPO)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- jaxppo
+class RewardScaled:
+    """A jaxppo env adapter whose rewards are the inner adapter's times `scale` (Brax's fixed reward_scaling)."""
+
+    def __init__(self, inner: Any, scale: float):
+        self.inner, self.scale, self.spec, self.name = inner, scale, inner.spec, inner.name
+
+    def reset(self, key):
+        return self.inner.reset(key)
+
+    def step(self, key, state, action):
+        state, step = self.inner.step(key, state, action)
+        return state, step._replace(reward=step.reward * self.scale)
+
+
+def jaxppo_config(variant: str, scale: str, task: str, backend: str | None, updates: int):
+    """The PPOConfig of a variant (env 'custom' where a reward-scaling wrapper is used) and its reward scale."""
+    from jaxppo import PPOConfig
+
+    fields, reward_scale = VARIANTS[variant]
+    env_id = f"brax/{task}" + (f"@{backend}" if backend else "")
+    return PPOConfig(env=env_id if reward_scale == 1.0 else "custom", total_timesteps=updates * steps_per_update(scale),
+                     **{**jaxppo_base(scale), **fields}), reward_scale
+
+
+def run_jaxppo(variant: str, scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
+               seed: int) -> list[dict[str, Any]]:
+    """jaxppo for `epochs` x `per_epoch` updates, evaluated as Brax evaluates (raw rewards) after each epoch."""
+    import jax
+
+    from jaxppo import HParams, make_evaluate
+    from jaxppo.envs.brax_env import BraxEnv
+    from jaxppo.train import make_train_parts
+
+    config, reward_scale = jaxppo_config(variant, scale, task, backend, epochs * per_epoch)
+    inner = BraxEnv(task, backend)
+    env = RewardScaled(inner, reward_scale) if reward_scale != 1.0 else inner
+    parts = make_train_parts(config, env=env if reward_scale != 1.0 else None)
+    state = jax.jit(parts.init)(jax.random.key(seed), HParams.from_config(config))
+    run = jax.jit(lambda s: parts.run(s, per_epoch)).lower(state).compile()
+    steps = per_epoch * config.batch_size
+    # The unscaled env for evaluation; an instance only where the config is env='custom' (the reward wrapper).
+    evaluate = jax.jit(make_evaluate(config, EVAL_EPISODES, deterministic=False,
+                                     env=inner if reward_scale != 1.0 else None))
+    eval_key = jax.random.key(10_000 + seed)
+
+    def eval_return(state, index: int) -> float:
+        result = evaluate(state.params, jax.random.fold_in(eval_key, index), state.normalizers)
+        return float(np.mean(np.asarray(result.returns)))
+
+    rows = [dict(epoch=0, env_steps=0, eval_return=eval_return(state, 0), train_seconds=0.0, sps=float("nan"))]
+    total = 0.0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        state, _ = jax.block_until_ready(run(state))
+        seconds = time.perf_counter() - start
+        total += seconds
+        rows.append(dict(epoch=epoch, env_steps=epoch * steps, eval_return=eval_return(state, epoch),
+                         train_seconds=total, sps=steps / seconds))
+        print(f"  {variant} {task} seed {seed}: {rows[-1]}", flush=True)
+    return rows
+
+
+def run_trainer(trainer: str, scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
+                seed: int) -> list[dict[str, Any]]:
+    if trainer == "brax":
+        return run_brax(scale, task, backend, epochs, per_epoch, seed)
+    return run_jaxppo(trainer, scale, task, backend, epochs, per_epoch, seed)
+
+
+def append_rows(rows: list[dict[str, Any]]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    new = not CSV_PATH.exists()
+    with CSV_PATH.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, FIELDS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def command_run(args: argparse.Namespace) -> None:
+    for i, seed in enumerate(args.seeds):
+        order = args.trainers if i % 2 == 0 else list(reversed(args.trainers))  # interleaved, order alternating
+        for trainer in order:
+            start = time.perf_counter()
+            rows = run_trainer(trainer, args.scale, args.task, args.backend, args.epochs, args.updates_per_eval, seed)
+            for row in rows:
+                row.update(trainer=trainer, scale=args.scale, task=args.task, backend=args.backend or "default",
+                           seed=seed)
+            append_rows(rows)
+            print(f"{trainer} {args.task} seed {seed}: eval {[round(r['eval_return'], 1) for r in rows]} "
+                  f"steady sps {steady_sps(rows):.0f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+# ------------------------------------------------------------------------------------------------- report
+def steady_sps(rows: list[dict[str, Any]]) -> float:
+    """Env steps / training seconds over the epochs after the first (whose time includes brax's compile)."""
+    ordered = sorted(rows, key=lambda r: int(r["epoch"]))
+    if len(ordered) < 3:
+        return float("nan")
+    first, last = ordered[1], ordered[-1]
+    return (int(last["env_steps"]) - int(first["env_steps"])) / (float(last["train_seconds"])
+                                                                 - float(first["train_seconds"]))
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    x = np.asarray(values, np.float64)
+    return float(x.mean()), float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else float("nan")
+
+
+def command_report(args: argparse.Namespace) -> None:
+    with CSV_PATH.open() as handle:
+        rows = list(csv.DictReader(handle))
+    groups: dict[tuple[str, str, str], dict[int, list[dict[str, Any]]]] = {}
+    for row in rows:
+        task = f"{row['task']}@{row['backend']} ({row['scale']})"
+        groups.setdefault((task, row["trainer"]), {}).setdefault(int(row["seed"]), []).append(row)
+    lines = ["| task | trainer | seeds | env steps | eval return at each update (mean ± se over seeds) | final "
+             "(± se) | steady steps/s (± se) | steps, s to Brax's final |", "|---|---|---:|---:|---|---:|---:|---:|"]
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    brax_final: dict[str, float] = {}
+    for (task, trainer), seeds in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] != "brax", kv[0][1])):
+        length = min(len(r) for r in seeds.values())
+        ordered = [sorted(rows, key=lambda r: int(r["epoch"]))[:length] for rows in seeds.values()]
+        returns = np.array([[float(r["eval_return"]) for r in rows] for rows in ordered])
+        steps = np.array([int(r["env_steps"]) for r in ordered[0]])
+        mean = returns.mean(0)
+        se = returns.std(0, ddof=1) / math.sqrt(len(returns)) if len(returns) > 1 else np.full(length, np.nan)
+        curves.setdefault(task, {})[trainer] = (steps, mean, se)
+        sps = [steady_sps(s) for s in seeds.values()]
+        sps_mean, sps_se = mean_se(sps)
+        if trainer == "brax":
+            brax_final[task] = float(mean[-1])
+        target = brax_final.get(task)
+        reach = "—"
+        if target is not None:
+            hit = np.nonzero(mean >= target - 1e-6)[0]
+            if len(hit):
+                reach = f"{steps[hit[0]]:,} steps, {steps[hit[0]] / sps_mean:.0f} s"
+            else:
+                reach = "not reached"
+        curve = ", ".join(f"{m:.0f}" for m in mean)
+        lines.append(f"| {task} | {trainer} | {len(returns)} | {steps[-1]:,} | {curve} | "
+                     f"{mean[-1]:.0f} ± {se[-1]:.0f} | {sps_mean:,.0f} ± {sps_se:,.0f} | {reach} |")
+    table = "\n".join(lines) + "\n"
+    (RESULTS / "brax_parity.md").write_text(table)
+    print(table)
+    _plot(curves)
+
+
+def _plot(curves) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
+    for ax, (task, trainers) in zip(axes[0], sorted(curves.items())):
+        for trainer, (steps, mean, se) in sorted(trainers.items()):
+            ax.plot(steps / 1e6, mean, marker="o", ms=3, label=trainer)
+            if np.isfinite(se).all():
+                ax.fill_between(steps / 1e6, mean - se, mean + se, alpha=0.2)
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("env steps (M)")
+        ax.set_ylabel("eval return (128 stochastic episodes)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "brax_parity.png", dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate; appends to experiments/results/brax_parity.csv")
+    run.add_argument("--task", default="inverted_pendulum")
+    run.add_argument("--backend", default=None, help="brax physics pipeline (both trainers): positional, spring...")
+    run.add_argument("--scale", choices=list(SCALES), default="notebook", help="batch layout (see the docstring)")
+    run.add_argument("--epochs", type=int, default=6, help="evaluations after the one at step 0")
+    run.add_argument("--updates-per-eval", type=int, default=1, help="updates between evaluations")
+    run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    run.add_argument("--trainers", nargs="+", default=["brax", "jaxppo-preset"],
+                     choices=["brax", *VARIANTS])
+    sub.add_parser("report", help="table (brax_parity.md) and curves (brax_parity.png) from the CSV")
+    args = parser.parse_args(argv)
+    {"run": command_run, "report": command_report}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    main()

@@ -1,0 +1,289 @@
+"""Recurrent PPO speed and quality: PureJaxRL's ppo_rnn.py, jaxppo's GRU, jaxppo's LRU and jaxppo feed-forward.
+
+Speed (one process, interleaved: every program is compiled first, then each repeat times every program once in
+turn, so all of them see the same machine load; the best repeat counts):
+
+- cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
+  GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), lru (128, the same width), lru at the width of the
+  LRU presets, and feed-forward;
+- the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the LRU preset
+  (`<preset>/lru`), the LRU at the GRU preset's width, and feed-forward (the preset with memory="none");
+  PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
+
+Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset at equal env steps,
+--seeds seeds vmapped in one program (seed keys 1000.. : never used for tuning), reporting the final training
+return, a greedy evaluation, the seeds that solved the task and the time to the threshold (per seed, the first
+update where the trailing 10-update mean return reaches it; in env steps and in seconds of the vmapped run). The
+harder task is MemoryChain-bsuite with a memory length of --chain-length steps (the cue is seen on the first step,
+the query answered --chain-length steps later).
+
+PureJaxRL is third-party code and is not kept here: pass a checkout of github.com/luchris429/purejaxrl (Apache-2.0)
+with --purejaxrl PATH. Its ppo_rnn.py is patched in memory at run time, for the installed libraries only:
+`nn.GRUCell.initialize_carry` is an instance method taking the carry shape in flax >= 0.8 (and GRUCell needs its
+`features`), gymnax >= 0.0.9 returns terminated and truncated apart (its wrappers get done = either, as
+before), and distrax, navix and brax (imported by its wrappers module, unused here) are replaced by stand-ins
+(a categorical distribution with distrax's sample / log_prob / entropy). Nothing in its algorithm is changed.
+
+    .venv/bin/python experiments/memory_speed.py --purejaxrl /path/to/purejaxrl --part speed
+    .venv/bin/python experiments/memory_speed.py --part quality --seeds 8
+
+Writes memory_speed.csv / memory_quality.csv and .md tables to --out-dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+import types
+from pathlib import Path
+from typing import Any, Callable, NamedTuple
+
+import common
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxppo.config import PPOConfig
+from jaxppo.evaluate import make_evaluate
+from jaxppo.outputs import final_returns
+from jaxppo.presets import preset_config
+from jaxppo.train import make_train
+
+SPEED_SETTINGS = ("cartpole-4x128", "memorychain-bsuite", "jaxppo/cartpole-po-v1")
+QUALITY_TASKS = {"memorychain-bsuite": 0.99, "jaxppo/cartpole-po-v1": 475.0, "memorychain-long": 0.99}
+"""Task -> return threshold (MemoryChain returns +1 for the right answer, -1 otherwise; CartPole-PO 475)."""
+
+
+# ------------------------------------------------------------------------------------------------- PureJaxRL
+class _Categorical:
+    """distrax.Categorical's sample / log_prob / entropy, for PureJaxRL's ppo_rnn.py (distrax is not installed)."""
+
+    def __init__(self, logits):
+        self.logits = jax.nn.log_softmax(logits)
+
+    def sample(self, seed):
+        return jax.random.categorical(seed, self.logits)
+
+    def log_prob(self, value):
+        return jnp.take_along_axis(self.logits, value[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+    def entropy(self):
+        return -jnp.sum(jnp.exp(self.logits) * self.logits, axis=-1)
+
+
+WRAPPER_PATCHES = (
+    # gymnax >= 0.0.9 steps return (obs, state, reward, terminated, truncated, info); PureJaxRL's wrappers expect
+    # the older (obs, state, reward, done, info) with done = terminated or truncated, which is what they get.
+    ("obs, state, reward, done, info = self._env.step(key, state, action, params)",
+     "obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)\n"
+     "        done = jnp.logical_or(terminated, truncated)"),
+)
+PATCHES = (
+    # flax >= 0.8: initialize_carry is a method of a GRUCell that knows its features, taking (rng, input shape).
+    ("return nn.GRUCell.initialize_carry(\n            jax.random.PRNGKey(0), (batch_size,), hidden_size\n        )",
+     "return nn.GRUCell(features=hidden_size).initialize_carry(\n            jax.random.PRNGKey(0), "
+     "(batch_size, hidden_size)\n        )"),
+    ("new_rnn_state, y = nn.GRUCell()(rnn_state, ins)",
+     "new_rnn_state, y = nn.GRUCell(features=rnn_state.shape[-1])(rnn_state, ins)"),
+)
+
+
+def load_purejaxrl(root: Path) -> types.ModuleType:
+    """PureJaxRL's ppo_rnn module from a checkout, patched for the installed flax (see the module docstring)."""
+    folder = root / "purejaxrl" if (root / "purejaxrl" / "ppo_rnn.py").exists() else root
+    for name in ("distrax", "navix", "brax", "brax.envs", "brax.envs.wrappers", "brax.envs.wrappers.training"):
+        sys.modules.setdefault(name, types.ModuleType(name))
+    sys.modules["distrax"].Categorical = _Categorical
+    training = sys.modules["brax.envs.wrappers.training"]
+    training.EpisodeWrapper = training.AutoResetWrapper = object
+    sys.modules["brax"].envs = sys.modules["brax.envs"]
+    _exec_patched(folder / "wrappers.py", "wrappers", WRAPPER_PATCHES)
+    return _exec_patched(folder / "ppo_rnn.py", "ppo_rnn", PATCHES)
+
+
+def _exec_patched(path: Path, name: str, patches: tuple[tuple[str, str], ...]) -> types.ModuleType:
+    """The module `name` from the file at path with each (old, new) text replaced (SystemExit if one is missing)."""
+    source = path.read_text()
+    for old, new in patches:
+        if old not in source:
+            raise SystemExit(f"{path}: expected text not found, cannot patch: {old!r}")
+        source = source.replace(old, new)
+    module = sys.modules[name] = types.ModuleType(name)
+    exec(compile(source, str(path), "exec"), module.__dict__)
+    return module
+
+
+def purejaxrl_config(config: PPOConfig) -> dict[str, Any]:
+    return {"LR": config.lr, "NUM_ENVS": config.num_envs, "NUM_STEPS": config.num_steps,
+            "TOTAL_TIMESTEPS": config.num_env_steps, "UPDATE_EPOCHS": config.num_epochs,
+            "NUM_MINIBATCHES": config.num_minibatches, "GAMMA": config.gamma, "GAE_LAMBDA": config.gae_lambda,
+            "CLIP_EPS": config.clip_eps, "ENT_COEF": config.ent_coef, "VF_COEF": config.vf_coef,
+            "MAX_GRAD_NORM": config.max_grad_norm, "ENV_NAME": config.env, "ANNEAL_LR": config.anneal_lr,
+            "DEBUG": False}
+
+
+# ------------------------------------------------------------------------------------------------------ speed
+class SpeedRow(NamedTuple):
+    setting: str
+    program: str
+    memory: str
+    memory_size: int
+    env_steps: int
+    compile_s: float
+    best_s: float
+    steps_per_s: float
+    vs_gru: float
+    vs_feed_forward: float
+
+
+def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None) -> list[tuple[str, PPOConfig, bool]]:
+    """(program name, config, is PureJaxRL) of one speed setting."""
+    if setting == "cartpole-4x128":
+        base = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=128, num_minibatches=4, num_epochs=4,
+                         total_timesteps=steps, memory="gru", memory_size=128)
+        gru, lru = base, dataclasses.replace(base, memory="lru", memory_size=128)
+        lru_preset = preset_config("memorychain-bsuite/lru")  # the width of the LRU presets
+        narrow = dataclasses.replace(lru, memory_size=lru_preset.memory_size)
+    else:
+        gru = preset_config(setting, total_timesteps=steps)
+        narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
+        lru = dataclasses.replace(narrow, memory_size=gru.memory_size)
+    programs = [("gru", gru, False), ("lru", lru, False)]
+    if narrow.memory_size != lru.memory_size:
+        programs.append(("lru", narrow, False))
+    programs.append(("feed-forward", dataclasses.replace(gru, memory="none"), False))
+    if pjx is not None and "/" not in gru.env:
+        programs.insert(0, ("purejaxrl-gru", dataclasses.replace(gru, memory_size=128), True))
+    return programs
+
+
+def run_speed(args: argparse.Namespace, pjx: types.ModuleType | None) -> list[SpeedRow]:
+    compiled = []
+    for setting in args.settings:
+        for name, config, third_party in speed_programs(setting, args.speed_steps, pjx):
+            train = pjx.make_train(purejaxrl_config(config)) if third_party else make_train(config)
+            start = time.perf_counter()
+            program = jax.jit(train).lower(jax.random.key(0) if not third_party else jax.random.PRNGKey(0)).compile()
+            seconds = time.perf_counter() - start
+            key = jax.random.PRNGKey(0) if third_party else jax.random.key(0)
+            jax.block_until_ready(program(key))  # warm
+            compiled.append([setting, name, config, program, key, seconds, float("inf")])
+            print(f"compiled {setting} {name} ({config.memory} {config.memory_size}) in {seconds:.1f}s", flush=True)
+    for repeat in range(args.repeats):  # interleaved: every program once per repeat
+        for entry in compiled:
+            start = time.perf_counter()
+            jax.block_until_ready(entry[3](entry[4]))
+            entry[6] = min(entry[6], time.perf_counter() - start)
+        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+    rows = []
+    for setting in args.settings:
+        entries = [e for e in compiled if e[0] == setting]
+        speed = {id(e): e[2].num_env_steps / e[6] for e in entries}
+        gru = next(speed[id(e)] for e in entries if e[1] == "gru")
+        ff = next(speed[id(e)] for e in entries if e[1] == "feed-forward")
+        for e in entries:
+            config = e[2]
+            rows.append(SpeedRow(setting, e[1], config.memory if e[1] != "purejaxrl-gru" else "gru",
+                                 config.memory_size if e[1] != "feed-forward" else 0, config.num_env_steps, e[5],
+                                 e[6], speed[id(e)], speed[id(e)] / gru, speed[id(e)] / ff))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- quality
+class QualityRow(NamedTuple):
+    task: str
+    memory: str
+    memory_size: int
+    seeds: int
+    env_steps: int
+    train_s: float
+    final_mean: float
+    final_worst: float
+    greedy_mean: float
+    greedy_worst: float
+    solved_seeds: int
+    threshold: float
+    median_steps_to_threshold: float
+    median_s_to_threshold: float
+
+
+def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[PPOConfig, Any, Any]:
+    """(config, env instance or None, env params or None) of a quality task for one core."""
+    if task == "memorychain-long":
+        from gymnax.environments.bsuite.memory_chain import EnvParams, MemoryChain
+
+        preset = "memorychain-bsuite" if memory == "gru" else "memorychain-bsuite/lru"
+        config = preset_config(preset, env="custom", num_steps=args.chain_steps,
+                               total_timesteps=args.chain_budget, gamma=0.99)
+        return config, MemoryChain(), EnvParams(memory_length=args.chain_length)
+    preset = task if memory == "gru" else f"{task}/lru"
+    budget = {"total_timesteps": args.quality_budget} if args.quality_budget else {}
+    return preset_config(preset, **budget), None, None
+
+
+def run_quality(args: argparse.Namespace) -> list[QualityRow]:
+    rows = []
+    keys = jax.random.split(jax.random.key(1000), args.seeds)
+    for task in args.tasks:
+        threshold = QUALITY_TASKS[task]
+        for memory in args.cores:
+            config, env, env_params = quality_configs(task, memory, args)
+            train = jax.jit(jax.vmap(make_train(config, env=env, env_params=env_params))).lower(keys).compile()
+            start = time.perf_counter()
+            state, metrics = jax.block_until_ready(train(keys))
+            seconds = time.perf_counter() - start
+            evaluate = jax.jit(jax.vmap(make_evaluate(config, num_episodes=32, env=env, env_params=env_params)))
+            greedy = np.asarray(evaluate(state.params, jax.random.split(jax.random.key(1), args.seeds),
+                                         state.normalizers).returns).mean(axis=-1)
+            returns = np.asarray(metrics.episode_return, np.float64)
+            completed = np.asarray(metrics.episodes_completed)
+            finals = final_returns(returns)
+            reached = common.first_reaching(returns, completed, threshold)
+            per_update = config.num_envs * config.num_steps
+            steps = np.where(reached > 0, reached * per_update, np.nan)
+            solved = int(np.sum(reached > 0))
+            median_steps = float(np.median(steps)) if solved == args.seeds else float("nan")
+            row = QualityRow(task, memory, config.memory_size, args.seeds, config.num_env_steps, seconds,
+                             float(finals.mean()), float(finals.min()), float(greedy.mean()), float(greedy.min()),
+                             solved, threshold, median_steps, median_steps / config.num_env_steps * seconds)
+            rows.append(row)
+            print(row, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("speed", "quality", "both"), default="both")
+    parser.add_argument("--purejaxrl", type=Path, default=None, help="a checkout of luchris429/purejaxrl")
+    parser.add_argument("--settings", nargs="+", choices=SPEED_SETTINGS, default=list(SPEED_SETTINGS))
+    parser.add_argument("--speed-steps", type=int, default=4 * 128 * 40, help="env steps of every speed run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS), default=list(QUALITY_TASKS))
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--cores", nargs="+", choices=("gru", "lru"), default=["gru", "lru"])
+    parser.add_argument("--quality-budget", type=int, default=None, help="replaces the presets' budgets")
+    parser.add_argument("--chain-length", type=int, default=30)
+    parser.add_argument("--chain-steps", type=int, default=128, help="rollout length of the long MemoryChain")
+    parser.add_argument("--chain-budget", type=int, default=1_000_000)
+    parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
+    args = parser.parse_args(argv)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    header = "\n".join(common.machine_lines())
+    print(header, flush=True)
+    if args.part in ("speed", "both"):
+        pjx = load_purejaxrl(args.purejaxrl) if args.purejaxrl else None
+        rows = run_speed(args, pjx)
+        common.write_csv(args.out_dir / "memory_speed.csv", rows)
+        (args.out_dir / "memory_speed.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        print(common.markdown_table(rows), flush=True)
+    if args.part in ("quality", "both"):
+        rows = run_quality(args)
+        common.write_csv(args.out_dir / "memory_quality.csv", rows)
+        (args.out_dir / "memory_quality.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        print(common.markdown_table(rows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
