@@ -256,7 +256,7 @@ def command_report(args: argparse.Namespace) -> None:
     for row in rows:
         task = f"{row['task']}@{row['backend']} ({row['scale']})"
         groups.setdefault((task, row["trainer"]), {}).setdefault(int(row["seed"]), []).append(row)
-    lines = ["| task | trainer | seeds | env steps | eval return at each update (mean ± se over seeds) | final "
+    lines = ["| task (scale) | trainer | seeds | env steps | eval return at each evaluation (mean over seeds) | final "
              "(± se) | steady steps/s (± se) | steps, s to Brax's final |", "|---|---|---:|---:|---|---:|---:|---:|"]
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     brax_final: dict[str, float] = {}
@@ -281,8 +281,9 @@ def command_report(args: argparse.Namespace) -> None:
             else:
                 reach = "not reached"
         curve = ", ".join(f"{m:.0f}" for m in mean)
-        lines.append(f"| {task} | {trainer} | {len(returns)} | {steps[-1]:,} | {curve} | "
-                     f"{mean[-1]:.0f} ± {se[-1]:.0f} | {sps_mean:,.0f} ± {sps_se:,.0f} | {reach} |")
+        pm = (lambda m, e, f: f"{m:{f}} ± {e:{f}}" if np.isfinite(e) else f"{m:{f}}")  # noqa: E731
+        lines.append(f"| {task} | {trainer} | {len(returns)} | {steps[-1]:,} | {curve} | {pm(mean[-1], se[-1], '.0f')} | "
+                     f"{pm(sps_mean, sps_se, ',.0f')} | {reach} |")
     table = "\n".join(lines) + "\n"
     (RESULTS / "brax_parity.md").write_text(table)
     print(table)

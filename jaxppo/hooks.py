@@ -99,11 +99,13 @@ class PeriodicEval:
     The evaluation plays the training run's own agent (its environment instance included)."""
 
     def __init__(self, every: int, out: Path, agent: Any, num_episodes: int, num_seeds: int,
-                 say: Callable[[str], None], active: bool = True):
+                 say: Callable[[str], None], active: bool = True, loggers: Sequence = ()):
         """active: whether this process evaluates (process 0; every process keeps the hook so that all of them end
-        their chunks at the same updates)."""
+        their chunks at the same updates); loggers: every seed's tracker (TensorBoard / W&B), which also get the
+        evaluation curves (jaxppo.loggers.EVAL_METRICS)."""
         self.every, self.path, self.agent = every, Path(out) / outputs.EVAL_CSV, agent
         self.num_episodes, self.num_seeds, self.say, self.active = num_episodes, num_seeds, say, active
+        self.loggers = list(loggers)
         self._evaluate = None
 
     def after_chunk(self, chunk: ChunkDone) -> None:
@@ -119,6 +121,9 @@ class PeriodicEval:
         result = self._evaluate(params, jax.random.key(chunk.done), normalizers)
         returns, lengths = np.asarray(result.returns), np.asarray(result.lengths)
         outputs.append_eval_csv(self.path, chunk.done, chunk.done * config.batch_size, returns, lengths)
+        from jaxppo.loggers import log_evaluations
+
+        log_evaluations(self.loggers, chunk.done * config.batch_size, returns, lengths)
         self.say(f"eval after update {chunk.done}: mean return {returns.mean():.2f} over {self.num_episodes} "
                  f"episode(s) x {self.num_seeds} seed(s)")
 

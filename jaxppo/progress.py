@@ -1,5 +1,6 @@
-"""Progress lines on the host: for runs whose metrics arrive through `jax.debug.callback` (ProgressPrinter), and
-for one long step that reports nothing itself, such as a compilation or one compiled evaluation (Heartbeat)."""
+"""Progress lines on the host: for runs whose metrics arrive through `jax.debug.callback` (ProgressPrinter, what
+`make_train(progress_fn=...)` users get), for runs cut into compiled chunks (ChunkProgress, what `jaxppo train`
+prints), and for one long step that reports nothing itself, such as a compilation (Heartbeat)."""
 
 from __future__ import annotations
 
@@ -76,6 +77,44 @@ class ProgressPrinter:
             f"return {mean_return:.2f}" if mean_return is not None else "return --",
             f"{rate:,.0f} steps/s" if rate else "-- steps/s",
             f"ETA {format_duration(eta)}" if eta is not None else "ETA --",
+        ]
+        print(" | ".join(parts), file=self.stream, flush=True)
+        self.lines_printed += 1
+
+
+class ChunkProgress:
+    """Progress lines of a run cut into compiled chunks, printed on the host after each chunk (no callback inside
+    the compiled program, so the program can be served from the persistent compilation cache).
+
+    One definition of speed everywhere (progress lines, the `done:` line, summary.json's steps_per_second): env
+    steps of every member per second of *training*, i.e. of the compiled chunks' execution, without compilation,
+    evaluation or checkpoints. The ETA is wall time: it counts from the first report with everything the run does
+    between chunks (evaluations, checkpoints, files), so it does not jump after the first evaluation.
+    """
+
+    def __init__(self, num_updates: int, steps_per_update: int, num_members: int = 1, stream: TextIO | None = None):
+        self.num_updates, self.steps_per_update, self.num_members = num_updates, steps_per_update, num_members
+        self.stream = stream if stream is not None else sys.stdout
+        self._first: tuple[int, float] | None = None
+        self.lines_printed = 0
+
+    def report(self, update: int, returns: np.ndarray, train_seconds: float, updates_timed: int) -> None:
+        """After a chunk: update reached, every member's last episode return [S] (NaN: none ended yet), the
+        training seconds and the number of updates they cover (this call's chunks)."""
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (update - updates_timed, now - train_seconds)
+        finite = [float(r) for r in np.ravel(returns) if math.isfinite(r)]
+        rate = updates_timed * self.steps_per_update * self.num_members / train_seconds if train_seconds > 0 else None
+        first_update, start = self._first
+        wall_per_update = (now - start) / max(update - first_update, 1)
+        eta = (self.num_updates - update) * wall_per_update
+        parts = [
+            f"update {update}/{self.num_updates}",
+            f"env steps {update * self.steps_per_update:,}",
+            f"return {np.mean(finite):.2f}" if finite else "return --",
+            f"{rate:,.0f} steps/s" if rate else "-- steps/s",
+            f"ETA {format_duration(eta)}",
         ]
         print(" | ".join(parts), file=self.stream, flush=True)
         self.lines_printed += 1

@@ -43,7 +43,8 @@ from jaxppo.guard import RunStopped
 from jaxppo.hooks import Checkpointer, ChunkDone, Guard, MetricsWriter, PeriodicEval, intervals, is_due
 from jaxppo.population import Population, PopulationRecorder, append_hparams, best_member, hparams_rows, trim_after
 from jaxppo.losses import LossFn, ppo_loss
-from jaxppo.progress import ProgressPrinter
+from jaxppo.compile_cache import count_hits
+from jaxppo.progress import ChunkProgress, Heartbeat
 from jaxppo.train import ProgressFn, default_hparams, make_train_parts
 
 __all__ = ["RESUMABLE_OPTIONS", "ChunkedRun", "RunOptions", "RunResult", "RunStopped", "chunk_length", "next_stop",
@@ -51,8 +52,9 @@ __all__ = ["RESUMABLE_OPTIONS", "ChunkedRun", "RunOptions", "RunResult", "RunSto
 
 DEFAULT_CHUNKS = 20
 """Without intervals, a run is cut into about this many chunks, so its files and trackers fill as it goes."""
-CHUNK_SECONDS = 20.0
-"""Wall time a chunk aims at once the speed is known: a stop (honoured at a chunk end) waits about this long."""
+CHUNK_SECONDS = 5.0
+"""Wall time a chunk aims at once the speed is known: a stop (honoured at a chunk end) waits about this long, and
+a progress line is printed after every chunk (so at least every ~5 s of training)."""
 FIRST_CHUNK_UPDATES = 16
 """Updates of the first chunk of a call, before its speed is known."""
 MAX_CHUNK_METRICS_BYTES = 64 * 2**20
@@ -266,12 +268,15 @@ class _Run:
                 if getattr(options, name) % ready:
                     raise ValueError(f"{name}={getattr(options, name)}: a PBT run checkpoints and evaluates between "
                                      f"exploit/explore steps; use a multiple of ready_updates={ready}")
-        printer = None if quiet or not self.lead else ProgressPrinter(
-            config.num_updates, config.batch_size, num_seeds=members, stream=stream)
+        self.quiet = quiet
+        self.progress = None if quiet or not self.lead else ChunkProgress(
+            config.num_updates, config.batch_size, members, stream=stream)
         hparams = None
         if options.population is not None:
             hparams = self.population.member_hparams(default_hparams(config, loss_fn), options.num_seeds)
-        self.runner = ChunkedRun(config, members, self.chunk, printer, options.check_sync, env, env_params,
+        # No progress callback inside the program: progress is printed between chunks, and a program without host
+        # callbacks can be served from JAX's persistent compilation cache.
+        self.runner = ChunkedRun(config, members, self.chunk, None, options.check_sync, env, env_params,
                                  loss_fn, hparams, self.population.pbt)
         self.agent = self.runner.parts.agent  # built once: training, evaluation and checkpoints share it
         device = jax.local_devices()[0]
@@ -314,7 +319,7 @@ class _Run:
             self.hooks.append(PopulationRecorder(self.out, pbt, self.lead))
         if options.eval_every:
             self.hooks.append(PeriodicEval(options.eval_every, self.out, self.agent, options.eval_episodes,
-                                           len(self.seeds), self.say, active=self.lead))
+                                           len(self.seeds), self.say_progress, active=self.lead, loggers=loggers))
         if options.checkpoint_every:
             self.hooks.append(Checkpointer(options.checkpoint_every, self.save))
 
@@ -333,12 +338,18 @@ class _Run:
         keys = jax.vmap(jax.random.key)(np.asarray(self.seeds, np.uint32))
         return self.runner.init(keys)
 
+    def say_progress(self, text: str) -> None:
+        """A line that --quiet leaves out (compilation, notes on the way); errors and the final line always print."""
+        if not self.quiet:
+            self.say(text)
+
     def compile(self, state) -> None:
         what = (f"a population of {len(self.seeds)}" if self.population.pbt is not None
                 else f"{len(self.seeds)} member(s)" if self.options.population else f"{len(self.seeds)} seed(s)")
-        self.say(f"compiling the training program for {what} ...")
-        seconds = self.runner.compile(state)
-        self.say(f"compiled in {seconds:.1f}s")
+        self.say_progress(f"compiling the training program for {what} ...")
+        with count_hits() as hits, Heartbeat("compiling", enabled=self.lead and not self.quiet, stream=self.stream):
+            seconds = self.runner.compile(state)
+        self.say_progress(f"compiled in {seconds:.1f}s" + (" (from the compilation cache)" if hits.count else ""))
 
     def metric_names(self) -> list[str]:
         """metrics.csv's columns, from the compiled program's output (no update is run)."""
@@ -356,6 +367,7 @@ class _Run:
     def loop(self, state, done: int, history: list, stop_at: int, stops: StopRequests) -> tuple[Any, int]:
         """Chunks from `done` to stop_at (or a stop request); returns (state, updates done)."""
         num_updates = self.config.num_updates
+        first, timed_seconds = done, 0.0
         while done < stop_at:
             stop, size = _agree_on_chunk(stops.requested is not None, self.pace.next())
             if stop:
@@ -369,12 +381,15 @@ class _Run:
             new_state, metrics, seconds = self.runner.run_chunk(state, end - done)
             self.pace.record(end - done, seconds)
             self.train_seconds += seconds
+            timed_seconds += seconds
             columns = outputs.metrics_columns(metrics)
             history.append(columns)
             chunk = ChunkDone(new_state, metrics, columns, done, end, end == num_updates, self.runner.last_records)
             for hook in self.hooks:
                 if is_due(hook, chunk):
                     hook.after_chunk(chunk)
+            if self.progress is not None:
+                self.progress.report(end, columns["episode_return"][:, -1], timed_seconds, end - first)
             state, done = new_state, end
         return state, done
 
@@ -417,7 +432,9 @@ class _Run:
             summary["best_member"] = best_member(per_seed)
         outputs.write_summary(self.out, summary)
         final = summary["final_return"]
-        self.say(f"done: final return {final if final is None else round(final, 2)} over {len(self.seeds)} "
+        window = summary["final_return_window_updates"]
+        self.say(f"done: final return {final if final is None else round(final, 2)} (mean of the last {window} "
+                 f"updates) over {len(self.seeds)} "
                  f"seed(s), {summary['steps_per_second']:,.0f} env steps/s (compile "
                  f"{self.runner.compile_seconds:.1f}s, train {self.train_seconds:.1f}s) -> {self.out}")
         return summary
@@ -485,7 +502,7 @@ def train_run(config: PPOConfig, out: Path, options: RunOptions = RunOptions(), 
         with _lead_claim(out, overwrite, _replaceable) as lead:
             if lead:
                 if config.rounding_note:
-                    run.say(f"note: {config.rounding_note}")
+                    run.say_progress(f"note: {config.rounding_note}")
                 outputs.write_json(out / outputs.CONFIG, outputs.config_to_dict(config))
                 outputs.write_json(out / outputs.RUN, {"kind": "train", **options.to_json()})
             state = run.initial_state()
@@ -586,7 +603,7 @@ def resume_run(out: Path, *, stop_after_updates: int | None = None, quiet: bool 
             except BaseException:
                 run.close()
                 raise
-            run.say(f"resuming {out} after update {done}/{config.num_updates}")
+            run.say_progress(f"resuming {out} after update {done}/{config.num_updates}")
             run.open_hooks(purge)
             return _execute(run, state, done, history, stop_after_updates, stops)
 
@@ -600,7 +617,7 @@ def _restore(run: _Run, restart_without_checkpoint: bool, note: str | None,
     store = run.open_store()
     if restart_without_checkpoint and not store.steps():
         done, meta = 0, {}
-        run.say(f"note: {out} holds no checkpoint yet; starting its run over from update 0")
+        run.say_progress(f"note: {out} holds no checkpoint yet; starting its run over from update 0")
     else:
         restored = store.restore_latest(state)
         for line in restored.skipped:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import pytest
 
 import jaxppo
-from jaxppo import cli
+from jaxppo import cli, outputs
 from jaxppo.checkpoint import CheckpointStore
 from jaxppo.runner import ChunkedRun
 from tests import helpers, probe_envs
@@ -161,7 +161,7 @@ def test_bit_flip_is_detected_and_resume_falls_back_to_the_newest_intact_checkpo
     assert _run([*TINY, "--out", str(whole)]) == 0
     assert _run([*TINY, "--checkpoint-every", "4", "--stop-after-updates", "8", "--out", str(run)]) == 0
     _flip_a_byte_of_an_array(run / "checkpoints" / "8")
-    store = CheckpointStore(run / "checkpoints", jaxppo.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2))
+    store = CheckpointStore(run / "checkpoints", outputs.read_config(run))
     template = ChunkedRun(store.config, 1, 1).init(jax.random.key(0)[None])
     with pytest.raises(ValueError, match=r"checkpoint .*8: (damaged|unreadable)"):
         store.restore(8, template)

@@ -28,12 +28,13 @@ def jax_cache_settings():
 
 
 def _train(out: Path, xdg: Path) -> subprocess.CompletedProcess:
-    # --quiet: the progress printer is a host callback inside the training program, and JAX never caches a
-    # program with host callbacks. JAX_LOG_COMPILES makes JAX log every persistent-cache hit with its key.
+    # Not --quiet: progress lines are printed between chunks, not from a host callback inside the training program
+    # (JAX never caches a program with host callbacks). JAX_LOG_COMPILES logs every persistent-cache hit.
     env = helpers.subprocess_env(XDG_CACHE_HOME=str(xdg), JAX_LOG_COMPILES="1")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)  # the suite's own cache would win over the per-user folder
     env.pop(compile_cache.DISABLE_ENV, None)
-    argv = [sys.executable, "-m", "jaxppo.cli", "train", *helpers.TINY_FLAGS, "--total-timesteps", "128",
+    flags = [flag for flag in helpers.TINY_FLAGS if flag != "--quiet"]
+    argv = [sys.executable, "-m", "jaxppo.cli", "train", *flags, "--total-timesteps", "128",
             "--out", str(out)]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -49,6 +50,7 @@ def test_a_second_process_loads_every_program_the_first_one_wrote(tmp_path):
     assert not HIT.findall(first.stderr)  # a fresh folder: nothing to load
     second = _train(tmp_path / "b", xdg)
     assert written <= set(HIT.findall(second.stderr)), second.stderr[-3000:]
+    assert "(from the compilation cache)" in second.stdout and "(from the compilation cache)" not in first.stdout
 
 
 def test_the_command_line_turns_the_cache_on_or_off(monkeypatch, capsys):

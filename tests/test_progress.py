@@ -37,3 +37,23 @@ def test_at_most_one_line_per_interval_but_always_the_last():
 
 def test_format_duration():
     assert [format_duration(s) for s in (0, 59.4, 75, 3725)] == ["0s", "59s", "1m15s", "1h02m"]
+
+
+def test_chunk_progress_speed_is_training_only_and_eta_is_wall_time(monkeypatch):
+    import io
+
+    from jaxppo import progress
+
+    clock = iter([100.0, 110.0])  # two reports, 10 s of wall time apart
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    report = progress.ChunkProgress(num_updates=40, steps_per_update=100, num_members=2, stream=stream)
+    # After 10 updates that trained in 2 s: 10 * 100 * 2 / 2 = 1,000 steps/s. The run started 2 s before the first
+    # report, so 10 updates took 2 s of wall time: 30 left -> 6 s.
+    report.report(10, np.array([5.0, np.nan]), train_seconds=2.0, updates_timed=10)
+    # 10 more updates, 4 s of training in all, but 12 s of wall time since the start (an evaluation in between):
+    # 20 * 100 * 2 / 4 = 1,000 steps/s; 20 left at 12 s / 20 updates -> 12 s.
+    report.report(20, np.array([np.nan, np.nan]), train_seconds=4.0, updates_timed=20)
+    first, second = stream.getvalue().splitlines()
+    assert first == "update 10/40 | env steps 1,000 | return 5.00 | 1,000 steps/s | ETA 6s"
+    assert second == "update 20/40 | env steps 2,000 | return -- | 1,000 steps/s | ETA 12s"
