@@ -131,6 +131,36 @@ class PeriodicEval:
         pass
 
 
+class VideoWriter:
+    """Every `every` updates (and after the last): one greedy episode of the first member's policy written as
+    OUT/videos/update_NNNNNN.gif (jaxppo.render), on process 0. An environment without a renderer is said once and
+    the hook stops; training goes on."""
+
+    def __init__(self, every: int, out: Path, config: Any, say: Callable[[str], None], active: bool = True,
+                 env: Any = None, env_params: Any = None):
+        self.every, self.folder, self.config, self.say, self.active = every, Path(out) / "videos", config, say, active
+        self.env, self.env_params = env, env_params
+
+    def after_chunk(self, chunk: ChunkDone) -> None:
+        if not self.active:
+            return
+        from jaxppo.render import write_episode_gif
+
+        params, normalizers = jax.tree.map(lambda x: x[0], host_tree((chunk.state.params, chunk.state.normalizers)))
+        path = self.folder / f"update_{chunk.done:06d}.gif"
+        try:
+            rendered = write_episode_gif(self.config, params, normalizers, path, seed=chunk.done, env=self.env,
+                                         env_params=self.env_params)
+        except ValueError as error:
+            self.say(f"note: --video-every: no videos for this run ({error})")
+            self.active = False
+            return
+        self.say(f"video after update {chunk.done}: {path} (return {float(rendered.returns[0]):.2f})")
+
+    def close(self) -> None:
+        pass
+
+
 class Checkpointer:
     """Every `every` updates (and after the last): the full state, through `save(done, state)`."""
 

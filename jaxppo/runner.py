@@ -40,7 +40,8 @@ from jaxppo.config import RESUMABLE, PPOConfig, field, fields_with
 from jaxppo.distributed import agree_on_settings, gather_json, host_tree, sync_processes
 from jaxppo.footprint import METRICS_PER_UPDATE, check_eval_fits, check_fits
 from jaxppo.guard import RunStopped
-from jaxppo.hooks import Checkpointer, ChunkDone, Guard, MetricsWriter, PeriodicEval, intervals, is_due
+from jaxppo.hooks import (Checkpointer, ChunkDone, Guard, MetricsWriter, PeriodicEval, VideoWriter, intervals,
+                          is_due)
 from jaxppo.population import Population, PopulationRecorder, append_hparams, best_member, hparams_rows, trim_after
 from jaxppo.losses import LossFn, ppo_loss
 from jaxppo.compile_cache import count_hits
@@ -73,6 +74,7 @@ class RunOptions:
     keep_checkpoints: int = field(3, RESUMABLE)
     eval_every: int = field(0, RESUMABLE)
     eval_episodes: int = field(10, RESUMABLE)
+    video_every: int = field(0, RESUMABLE)  # 0: no videos; N: OUT/videos/update_N.gif of the first member
     tensorboard: bool = field(False, RESUMABLE)
     wandb_project: str | None = field(None, RESUMABLE)
     wandb_mode: str = field("offline", RESUMABLE)
@@ -83,7 +85,7 @@ class RunOptions:
     def validate(self) -> None:
         """ValueError naming the option and the rule."""
         for name, low in (("num_seeds", 1), ("chunk_updates", 0), ("checkpoint_every", 0), ("keep_checkpoints", 1),
-                          ("eval_every", 0), ("eval_episodes", 1)):
+                          ("eval_every", 0), ("eval_episodes", 1), ("video_every", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name}={value!r}: must be an integer >= {low}")
@@ -254,6 +256,7 @@ class _Run:
                  env: Any = None, env_params: Any = None, loss_fn: LossFn = ppo_loss,
                  may_differ: tuple[str, ...] = ()):
         self.config, self.out, self.options, self.stream = config, out, options, stream
+        self.env, self.env_params = env, env_params  # a custom env instance: evaluation and videos play it too
         agree_on_settings({"config": outputs.config_to_dict(config), "options": options.to_json()})
         self.lead = jax.process_index() == 0
         self.population = Population.from_json(options.population)
@@ -264,7 +267,7 @@ class _Run:
         if self.population.pbt is not None:  # chunks of whole periods: exploit/explore after updates K, 2K, ...
             ready = self.population.pbt.ready_updates
             self.chunk = -(-self.chunk // ready) * ready
-            for name in ("checkpoint_every", "eval_every"):
+            for name in ("checkpoint_every", "eval_every", "video_every"):
                 if getattr(options, name) % ready:
                     raise ValueError(f"{name}={getattr(options, name)}: a PBT run checkpoints and evaluates between "
                                      f"exploit/explore steps; use a multiple of ready_updates={ready}")
@@ -320,6 +323,9 @@ class _Run:
         if options.eval_every:
             self.hooks.append(PeriodicEval(options.eval_every, self.out, self.agent, options.eval_episodes,
                                            len(self.seeds), self.say_progress, active=self.lead, loggers=loggers))
+        if options.video_every:
+            self.hooks.append(VideoWriter(options.video_every, self.out, self.config, self.say_progress, self.lead,
+                                          self.env, self.env_params))
         if options.checkpoint_every:
             self.hooks.append(Checkpointer(options.checkpoint_every, self.save))
 

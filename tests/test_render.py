@@ -322,3 +322,33 @@ def test_render_command_errors_are_one_line(gru_run, tmp_path, capsys, monkeypat
     assert line.endswith("env='CartPole-v1': gymnax draws classic control with pygame, which is not installed; pip "
                          "install -e \".[render]\"")
     assert not list(tmp_path.iterdir())
+
+
+def test_training_writes_an_episode_gif_every_n_updates(tmp_path):
+    # `jaxppo train --video-every N`: after updates N, 2N, ... (and the last) one greedy episode of the first seed,
+    # one frame per step, whose return the progress line states.
+    from jaxppo import runner
+
+    config = jaxppo.PPOConfig(env="CartPole-v1", num_envs=4, num_steps=8, num_minibatches=2, total_timesteps=4 * 8 * 5)
+    lines = []
+    result = runner.train_run(config, tmp_path / "run", runner.RunOptions(video_every=2), quiet=False,
+                              stream=_Lines(lines))
+    videos = sorted((tmp_path / "run" / "videos").iterdir())
+    assert [v.name for v in videos] == ["update_000002.gif", "update_000004.gif", "update_000005.gif"]
+    said = [line for line in lines if line.startswith("video after update 5:")]
+    assert len(said) == 1 and result.finished
+    episode_return = float(said[0].split("(return ")[1].rstrip(")"))
+    assert len(gif_frames(videos[-1])) == int(episode_return)  # CartPole: reward 1 per step
+
+
+class _Lines:
+    """A text stream collecting whole lines."""
+
+    def __init__(self, lines):
+        self.lines = lines
+
+    def write(self, text):
+        self.lines.extend(line for line in text.splitlines() if line)
+
+    def flush(self):
+        pass

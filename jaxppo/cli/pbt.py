@@ -95,7 +95,7 @@ def run(argv: list[str]) -> int:
         seed=args.seed, num_seeds=1, chunk_updates=args.chunk_updates, checkpoint_every=args.checkpoint_every,
         keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
         tensorboard=args.tensorboard, wandb_project=args.wandb_project, wandb_mode=args.wandb_mode,
-        check_sync=args.check_sync, preset=preset, population=population.to_json())
+        check_sync=args.check_sync, preset=preset, population=population.to_json(), video_every=args.video_every)
     try:
         options.validate()
     except ValueError as error:

@@ -65,6 +65,9 @@ class TrainArgs:
     """Every N updates, run --eval-episodes greedy episodes per seed and append them to OUT/eval.csv."""
     eval_episodes: int = 10
     """Episodes per periodic evaluation."""
+    video_every: int = 0
+    """Every N updates (and after the last), write one greedy episode of the first seed as OUT/videos/update_N.gif
+    (see `jaxppo render`; Brax needs OpenGL for GIFs, so it is skipped with a note)."""
     coordinator: str | None = None
     """HOST:PORT of process 0, for a multi-host run (with --num-processes and --process-id)."""
     num_processes: int | None = None
@@ -180,7 +183,7 @@ def run(argv: list[str]) -> int:
         seed=args.seed, num_seeds=args.num_seeds, chunk_updates=args.chunk_updates,
         checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep_checkpoints, eval_every=args.eval_every,
         eval_episodes=args.eval_episodes, tensorboard=args.tensorboard, wandb_project=args.wandb_project,
-        wandb_mode=args.wandb_mode, check_sync=args.check_sync, preset=preset)
+        wandb_mode=args.wandb_mode, check_sync=args.check_sync, preset=preset, video_every=args.video_every)
     try:
         options.validate()
     except ValueError as error:
