@@ -22,24 +22,12 @@ SCALARS_PER_STEP = 12  # action, log-prob, value, reward, flags, advantages, ret
 
 
 def parameter_count(config: PPOConfig, spec: EnvSpec) -> int:
-    """Parameters of the actor-critic (both branches, torso, optional GRU, heads)."""
-    inputs = math.prod(spec.obs_shape)
-    if len(spec.obs_shape) == 3 and config.network != "mlp":
-        height, width, channels = spec.obs_shape
-        inputs = max(height - 2, 1) * max(width - 2, 1) * 16
-        conv = 9 * channels * 16 + 16
-    else:
-        conv = 0
-    widths = (inputs,) + tuple(config.hidden_sizes)
-    torso = conv + sum(a * b + b for a, b in zip(widths[:-1], widths[1:]))
-    features = widths[-1]
-    core = 0
-    if config.recurrent:
-        h = config.memory_size
-        core = features * 3 * h + 3 * h + h * 3 * h + h
-        features = h
-    heads = features * spec.num_actions + spec.num_actions + features + 1 + spec.num_actions
-    return 2 * (torso + core) + heads
+    """Parameters of the actor-critic (both branches, torsos, memory cores, heads), from the parameters' shapes
+    (`jax.eval_shape` of the initialisation: nothing is computed, and every core and head counts as built)."""
+    from jaxppo.distributions import make_family
+    from jaxppo.networks import count_params, make_network
+
+    return count_params(make_network(config, spec, make_family(config, spec)), spec)
 
 
 def estimate_bytes(config: PPOConfig, spec: EnvSpec, num_seeds: int = 1, num_devices: int = 1,

@@ -175,3 +175,15 @@ def test_parameters_of_vmapped_seeds_equal_one_seed_at_a_time():
     # Every LAPACK call (QR: geqrf, orgqr) in the lowered program works on one unbatched matrix.
     lapack = [line for line in text.splitlines() if "custom_call @lapack_" in line]
     assert lapack and all('num_batch_dims = "0"' in line for line in lapack), lapack[:2]
+
+
+def test_parameter_count_from_shapes_matches_a_hand_count():
+    from jaxppo.footprint import parameter_count
+
+    config = PPOConfig()
+    # Per torso: 4*64 + 64 + 64*64 + 64 = 4,480 (two torsos: 8,960); policy head 64*2 + 2 = 130; value head 65.
+    assert parameter_count(config, make_agent(config).spec) == 8960 + 130 + 65
+    # A memory core counts as built (GRU 8 wide on 64 features, per branch: input 64*24 + 24, recurrent 8*24 + 8;
+    # heads then read 8 features).
+    gru = PPOConfig(memory="gru", memory_size=8)
+    assert parameter_count(gru, make_agent(gru).spec) == 8960 + 2 * (64 * 24 + 24 + 8 * 24 + 8) + (8 * 2 + 2) + 9

@@ -15,9 +15,8 @@ import importlib
 import importlib.util
 from typing import Any
 
+from jaxppo.config import CUSTOM_ENV
 from jaxppo.envs.protocol import Env, EnvSpec, TimeStep, reset_batch, resolve_name, step_batch
-
-CUSTOM_ENV = "custom"
 
 SUITES: dict[str, tuple[str, str, str]] = {
     # prefix: (adapter module, package it needs, install extra)
