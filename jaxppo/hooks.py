@@ -131,30 +131,41 @@ class PeriodicEval:
         pass
 
 
+def frame_strip(frames: np.ndarray, count: int = 8) -> np.ndarray:
+    """uint8 [H, count * W, 3]: `count` frames spread evenly over an episode's frames [F, H, W, 3], side by side."""
+    picks = np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)
+    return np.concatenate([frames[i] for i in picks], axis=1)
+
+
 class VideoWriter:
     """Every `every` updates (and after the last): one greedy episode of the first member's policy written as
     OUT/videos/update_NNNNNN.gif (jaxppo.render), on process 0. An environment without a renderer is said once and
     the hook stops; training goes on."""
 
     def __init__(self, every: int, out: Path, config: Any, say: Callable[[str], None], active: bool = True,
-                 env: Any = None, env_params: Any = None):
+                 env: Any = None, env_params: Any = None, loggers: Sequence = ()):
+        """loggers: every member's tracker; the first member's gets a strip of 8 frames of the episode as an image
+        (`episode` tag; TensorBoard stores images, W&B's scalar sink skips them)."""
         self.every, self.folder, self.config, self.say, self.active = every, Path(out) / "videos", config, say, active
-        self.env, self.env_params = env, env_params
+        self.env, self.env_params, self.loggers = env, env_params, list(loggers)
 
     def after_chunk(self, chunk: ChunkDone) -> None:
         if not self.active:
             return
-        from jaxppo.render import write_episode_gif
+        from jaxppo.render import episode_video, write_video
 
         params, normalizers = jax.tree.map(lambda x: x[0], host_tree((chunk.state.params, chunk.state.normalizers)))
         path = self.folder / f"update_{chunk.done:06d}.gif"
         try:
-            rendered = write_episode_gif(self.config, params, normalizers, path, seed=chunk.done, env=self.env,
-                                         env_params=self.env_params)
+            video = episode_video(self.config, params, normalizers, ".gif", seed=chunk.done, env=self.env,
+                                  env_params=self.env_params)
+            rendered = write_video(video, path, 30)
         except ValueError as error:
             self.say(f"note: --video-every: no videos for this run ({error})")
             self.active = False
             return
+        if self.loggers and video.frames is not None:
+            self.loggers[0].log_image(chunk.done * self.config.batch_size, "episode", frame_strip(video.frames))
         self.say(f"video after update {chunk.done}: {path} (return {float(rendered.returns[0]):.2f})")
 
     def close(self) -> None:

@@ -65,6 +65,10 @@ class TensorBoardSink:
         for name, value in metrics.items():
             self._writer.add_scalar(name, float(value), int(step))
 
+    def log_image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """An RGB image uint8 [H, W, 3] under tag (TensorBoard's Images tab)."""
+        self._writer.add_image(tag, image, int(step), dataformats="HWC")
+
     def close(self) -> None:
         self._writer.flush()
         self._writer.close()
@@ -111,6 +115,12 @@ class MetricsLogger:
         plain = {str(name): _plain(value) for name, value in metrics.items()}
         for sink in self.sinks:
             sink.log(int(step), plain)
+
+    def log_image(self, step: int, tag: str, image: np.ndarray) -> None:
+        """An RGB image uint8 [H, W, 3] to every sink that stores images (TensorBoard); the others skip it."""
+        for sink in self.sinks:
+            if hasattr(sink, "log_image"):
+                sink.log_image(int(step), tag, image)
 
     def close(self) -> None:
         """Close every sink, even if one fails (the first failure is raised afterwards). Idempotent."""

@@ -325,7 +325,7 @@ class _Run:
                                            len(self.seeds), self.say_progress, active=self.lead, loggers=loggers))
         if options.video_every:
             self.hooks.append(VideoWriter(options.video_every, self.out, self.config, self.say_progress, self.lead,
-                                          self.env, self.env_params))
+                                          self.env, self.env_params, loggers))
         if options.checkpoint_every:
             self.hooks.append(Checkpointer(options.checkpoint_every, self.save))
 

@@ -331,14 +331,22 @@ def test_training_writes_an_episode_gif_every_n_updates(tmp_path):
 
     config = jaxppo.PPOConfig(env="CartPole-v1", num_envs=4, num_steps=8, num_minibatches=2, total_timesteps=4 * 8 * 5)
     lines = []
-    result = runner.train_run(config, tmp_path / "run", runner.RunOptions(video_every=2), quiet=False,
-                              stream=_Lines(lines))
+    result = runner.train_run(config, tmp_path / "run", runner.RunOptions(video_every=2, tensorboard=True),
+                              quiet=False, stream=_Lines(lines))
     videos = sorted((tmp_path / "run" / "videos").iterdir())
     assert [v.name for v in videos] == ["update_000002.gif", "update_000004.gif", "update_000005.gif"]
     said = [line for line in lines if line.startswith("video after update 5:")]
     assert len(said) == 1 and result.finished
     episode_return = float(said[0].split("(return ")[1].rstrip(")"))
     assert len(gif_frames(videos[-1])) == int(episode_return)  # CartPole: reward 1 per step
+    # TensorBoard got a strip of 8 frames per video, at the env step of each.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "run" / "tb" / "seed_0"), size_guidance={"images": 0})
+    events.Reload()
+    images = events.Images("episode")
+    assert [image.step for image in images] == [64, 128, 160]
+    assert images[-1].width == 8 * gif_frames(videos[-1])[0].shape[1]
 
 
 class _Lines:
