@@ -19,6 +19,7 @@ import numpy as np
 import jaxppo
 from jaxppo import outputs
 from jaxppo.checkpoint import CheckpointStore
+from jaxppo.loading import read_final_params
 from jaxppo.runner import ChunkedRun, RunOptions, resume_run, train_run
 from tests import helpers
 
@@ -60,7 +61,7 @@ def test_elastic_resume_from_4_devices_onto_2_continues_the_same_learning(tmp_pa
     chex.assert_trees_all_close(resumed.state.params, whole.state.params, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(resumed.columns["episode_return"], whole.columns["episode_return"], rtol=1e-5)
     # The run's files stay those of one run: the evaluation of its final parameters reads them.
-    assert outputs.read_final_params(tmp_path / "elastic")[2] == 1
+    assert read_final_params(tmp_path / "elastic")[2] == 1
 
 
 def _free_port() -> int:
@@ -113,8 +114,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
     assert len(steps) == 1 and steps[0] % 2 == 0
     stopped = steps[0]
     # 2) Elastic: the 2-process checkpoint resumes on ONE process with 4 devices, for 2 more updates.
-    (one,) = _train_processes(["--resume", str(run), "--num-devices", "4", "--stop-after-updates", "2", "--quiet"],
-                              1, 4, 0)
+    (one,) = _train_processes(["--resume", str(run), "--num-devices", "4", "--stop-after-updates", "2"], 1, 4, 0)
     out, err = one.communicate(timeout=180)
     assert one.returncode == 0, err
     assert f"resuming {run} after update {stopped}/3000" in out
