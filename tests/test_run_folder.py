@@ -70,15 +70,18 @@ def test_symlinked_managed_paths_are_refused_with_overwrite_and_nothing_is_delet
 
 
 def test_commands_refuse_a_folder_holding_another_kind_of_run(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert helpers.train_cli(*TINY_RUN, "--out", str(out)) == 0
-    config = (out / "config.json").read_bytes()
-    line = helpers.usage_error(["sweep", "--grid", "lr=1e-3", "--num-envs", "4", "--num-steps", "16",
-                                "--total-timesteps", "128", "--num-minibatches", "2", "--overwrite", "--out",
-                                str(out)], capsys)
-    assert "holds a train run; a sweep run needs its own folder" in line
-    assert (out / "config.json").read_bytes() == config and (out / "final_params.msgpack").exists()
-    assert json.loads((out / "run.json").read_text())["kind"] == "train"
+    # A sweep is now a training run whose members are settings x seeds; an earlier version's sweep folder
+    # (kind "sweep": sweep.csv, sweep.png, config.json, run.json) is another kind, and nothing replaces it.
+    out = tmp_path / "old_sweep"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"kind": "sweep", "seed": 0, "num_seeds": 2}))
+    (out / "sweep.csv").write_text("lr,mean\n0.001,20.0\n")
+    for command in (["train", *TINY_RUN], ["sweep", "--grid", "lr=1e-3", "--num-envs", "4", "--num-steps", "16",
+                                          "--total-timesteps", "128", "--num-minibatches", "2"]):
+        line = helpers.usage_error([*command, "--overwrite", "--out", str(out)], capsys)
+        assert "holds a sweep run; a train run needs its own folder" in line
+    assert (out / "sweep.csv").read_text() == "lr,mean\n0.001,20.0\n"
+    assert sorted(p.name for p in out.iterdir()) == ["run.json", "sweep.csv"]
 
 
 def test_overwrite_never_deletes_what_jaxppo_did_not_write(tmp_path, capsys):

@@ -63,6 +63,11 @@ def eval_run(args: EvalArgs) -> None:
             if (run / outputs.EVAL_JSON).exists() and not args.overwrite:
                 raise UsageError(f"eval: {run}/eval.json already exists; pass --overwrite to replace it")
             config, saved, num_seeds = read_final_params(run)
+            from jaxppo.agent import make_agent
+            from jaxppo.footprint import check_eval_fits
+
+            check_eval_fits(config, make_agent(config).spec, args.num_episodes, num_seeds, jax.local_devices()[0],
+                            flag="--num-episodes")
             say(f"evaluating {run}: {num_seeds} seed(s) x {args.num_episodes} episode(s) of {config.env}, "
                 f"{'sampled' if args.stochastic else 'greedy'} actions")
             evaluate = jax.jit(jax.vmap(make_evaluate(config, num_episodes=args.num_episodes,

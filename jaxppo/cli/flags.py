@@ -55,9 +55,9 @@ def to_config(flags: PPOConfig) -> PPOConfig:
         import jax
 
         values["num_devices"] = jax.local_device_count()
-    if isinstance(values["env"], str):
-        values["env"] = canonical_env_id(values["env"])
     try:
+        if isinstance(values["env"], str):
+            values["env"] = canonical_env_id(values["env"])
         return PPOConfig(**values)
     except ValueError as error:
         raise UsageError(str(error)) from None
