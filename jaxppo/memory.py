@@ -114,14 +114,18 @@ def _gru_sequence_bwd(residuals, cotangents):
 gru_sequence.defvjp(_gru_sequence_fwd, _gru_sequence_bwd)
 
 
-class ResetGRU(nn.Module):
-    """GRU over a time-major sequence with resets. features: carry width H."""
+class MemoryCore(nn.Module):
+    """What every core shares: a real-valued carry of `features` [B, H] that is zeros at an episode start."""
 
     features: int
 
     def initial_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
         """float32 [*batch_shape, H] zeros: the carry at the start of every episode."""
         return jnp.zeros(batch_shape + (self.features,), jnp.float32)
+
+
+class ResetGRU(MemoryCore):
+    """GRU over a time-major sequence with resets. features: carry width H."""
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -178,18 +182,13 @@ def _decay_init(min_rate: float, max_rate: float, power: float):
     return init
 
 
-class ResetLRU(nn.Module):
+class ResetLRU(MemoryCore):
     """Gated real linear recurrent unit over a time-major sequence with resets (see the module docstring).
     features: carry width H (the output has width H too)."""
 
-    features: int
     gate_power: float = 8.0  # c: a gate r_t = 1 gives the decay sigmoid(L) ** c
     min_rate: float = 0.9  # the initial sigmoid(L) ** c lies in [min_rate, max_rate]
     max_rate: float = 0.999
-
-    def initial_carry(self, batch_shape: tuple[int, ...]) -> jax.Array:
-        """float32 [*batch_shape, H] zeros: the carry at the start of every episode."""
-        return jnp.zeros(batch_shape + (self.features,), jnp.float32)
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
