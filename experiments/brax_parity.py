@@ -86,9 +86,13 @@ VARIANTS: dict[str, tuple[dict[str, Any], float]] = {
     "jaxppo-noent": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0), 1.0),
     "jaxppo-noadvnorm": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                               normalize_advantages=False), 1.0),
-    # Everything of Brax's that jaxppo has (its grad norm stays: Brax's is off, i.e. huge).
+    # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm), the
+    # fixed reward scale through an env wrapper of this script.
     "jaxppo-braxlike": (dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
                              **BRAX_REWARD, **NO_VALUE_CLIP), 10.0),
+    # The same with reward normalisation instead of the fixed scale: what PPOConfig alone can express (a preset).
+    "jaxppo-braxnorm": (dict(activation="silu", max_grad_norm=1e6, normalize_rewards=True, **BRAX_DISTRIBUTION,
+                             **BRAX_SIZES, **NO_VALUE_CLIP), 1.0),
 }
 
 

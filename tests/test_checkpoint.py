@@ -222,7 +222,7 @@ def test_sigkill_during_saves_resumes_from_last_complete_checkpoint(tmp_path):
     store = CheckpointStore(run / "checkpoints", jaxppo.PPOConfig(num_envs=4, num_steps=16, num_minibatches=2))
     last = store.latest_step()
     assert last is not None and last >= 2
-    result = subprocess.run([sys.executable, "-m", "jaxppo.cli", "train", "--resume", str(run), "--quiet"],
+    result = subprocess.run([sys.executable, "-m", "jaxppo.cli", "train", "--resume", str(run)],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming {run} after update {last}/60" in result.stdout

@@ -229,3 +229,12 @@ def test_overwrite_removes_the_old_runs_outputs_only(tmp_path, capsys):
     assert not (out / "checkpoints").exists() and not (out / "tb").exists()  # stale state of the old run is gone
     assert outputs.read_metrics_csv(out / "metrics.csv")["env_steps"].shape == (1, 2)
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_quiet_train_prints_only_the_final_line(tmp_path, capsys):
+    # 200 steps round to 192 (a note) and the run compiles and reports progress: --quiet leaves only `done:`.
+    assert cli.main(["train", *TINY, "--quiet", "--out", str(tmp_path / "run")]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("done: final return") and "(mean of the last 3 updates)" in lines[0]
+    assert captured.err == ""
