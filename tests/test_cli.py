@@ -78,7 +78,7 @@ def test_readme_test_command_is_what_ci_runs():
 def test_periodic_evaluation_writes_eval_csv(tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main(["train", *TINY, "--total-timesteps", str(64 * 4), "--num-seeds", "2", "--eval-every", "2",
-                     "--eval-episodes", "3", "--quiet", "--out", str(out)])
+                     "--eval-episodes", "3", "--out", str(out)])
     assert code == 0
     rows = (out / "eval.csv").read_text().strip().splitlines()
     assert rows[0] == "update,env_steps,seed,mean_return,std_return,mean_length"
