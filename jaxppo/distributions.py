@@ -128,7 +128,7 @@ def log_tanh_jacobian(u: jax.Array) -> jax.Array:
     return 2.0 * (math.log(2.0) - u - jax.nn.softplus(-2.0 * u))
 
 
-class TanhGaussian(NamedTuple):
+class TanhGaussian(DiagGaussian):
     """A diagonal Gaussian squashed by tanh: action a = tanh(u), u ~ N(mean, exp(log_std)^2), a in (-1, 1)^D.
 
     Samples, log-probs and the mode are of the *pre-squash* value u (float32 [..., D]): the rollout stores u and
@@ -146,26 +146,11 @@ class TanhGaussian(NamedTuple):
     this one does not grow without bound in sigma: past a point a wider u only piles actions onto the bounds.
     """
 
-    mean: jax.Array
-    log_std: jax.Array
-
-    def noise(self, key: jax.Array) -> jax.Array:
-        """float32 [..., D] standard normal noise: sample_from(noise(key)) == sample(key)."""
-        return jax.random.normal(key, self.mean.shape, self.mean.dtype)
-
-    def sample(self, key: jax.Array) -> jax.Array:
-        """float32 [..., D] pre-squash samples u (the env receives tanh(u), scaled to its bounds)."""
-        return self.sample_from(self.noise(key))
-
-    def sample_from(self, noise: jax.Array) -> jax.Array:
-        """float32 [..., D] pre-squash samples u = mean + std * noise from pre-drawn standard normal noise."""
-        return self.mean + jnp.exp(self.log_std) * noise
+    # Fields (mean, log_std), noise, sample and sample_from are DiagGaussian's: they draw the pre-squash u.
 
     def log_prob(self, action: jax.Array) -> jax.Array:
         """float32 [...] log density of tanh(action) for pre-squash actions u [..., D] (see the class docstring)."""
-        z = (action - self.mean) * jnp.exp(-self.log_std)
-        gaussian = -0.5 * jnp.square(z) - self.log_std - 0.5 * _LOG_2PI
-        return jnp.sum(gaussian - log_tanh_jacobian(action), axis=-1)
+        return super().log_prob(action) - jnp.sum(log_tanh_jacobian(action), axis=-1)
 
     def entropy(self) -> jax.Array:
         """float32 [...] entropy of tanh(u) (Gauss-Hermite estimate of the Jacobian term; class docstring)."""

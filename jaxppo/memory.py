@@ -115,7 +115,14 @@ gru_sequence.defvjp(_gru_sequence_fwd, _gru_sequence_bwd)
 
 
 class MemoryCore(nn.Module):
-    """What every core shares: a real-valued carry of `features` [B, H] that is zeros at an episode start."""
+    """What every core shares: a real-valued carry of `features` [B, H] that is zeros at an episode start.
+
+    A core is called as core(carry, inputs, first) -> (carry, outputs) with
+      carry: float32 [B, H] carry before step 0;
+      inputs: float32 [T, B, F] features;
+      first: bool [T, B]: step t starts an episode (the carry is reset before it);
+    and returns (carry after step T-1 [B, H], outputs [T, B, H]).
+    """
 
     features: int
 
@@ -129,15 +136,7 @@ class ResetGRU(MemoryCore):
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Run the GRU over T steps.
-
-        Args:
-          carry: float32 [B, H] carry before step 0.
-          inputs: float32 [T, B, F] features.
-          first: bool [T, B]: step t starts an episode (the carry is reset before it).
-        Returns:
-          (carry after step T-1 [B, H], outputs [T, B, H]).
-        """
+        """Run the GRU over T steps (arguments and results: MemoryCore)."""
         h_dim = self.features
         x_proj = nn.Dense(3 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs)
         w_h = self.param("recurrent_kernel", _block_orthogonal(3), (h_dim, 3 * h_dim))
@@ -192,15 +191,7 @@ class ResetLRU(MemoryCore):
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Run the unit over T steps.
-
-        Args:
-          carry: float32 [B, H] carry before step 0.
-          inputs: float32 [T, B, F] features.
-          first: bool [T, B]: step t starts an episode (the carry is reset before it).
-        Returns:
-          (carry after step T-1 [B, H], outputs [T, B, H]).
-        """
+        """Run the unit over T steps (arguments and results: MemoryCore)."""
         h_dim = self.features
         gate, value = jnp.split(nn.Dense(2 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs),
                                 2, axis=-1)
