@@ -180,7 +180,8 @@ def test_after_chunk_hooks_are_called_on_their_schedule_and_closed(tmp_path, mon
 
 def test_the_options_a_resume_may_change_are_declared_once_and_the_cli_reads_them(tmp_path, capsys):
     assert runner.RESUMABLE_OPTIONS == ("chunk_updates", "checkpoint_every", "keep_checkpoints", "eval_every",
-                                        "eval_episodes", "tensorboard", "wandb_project", "wandb_mode", "check_sync")
+                                        "eval_episodes", "video_every", "tensorboard", "wandb_project", "wandb_mode",
+                                        "check_sync")
     run = tmp_path / "run"
     assert helpers.train_cli(*helpers.TINY_FLAGS, "--total-timesteps", str(64 * 4), "--stop-after-updates", "2",
                              "--out", str(run)) == 0  # a stop writes its checkpoint without --checkpoint-every
