@@ -132,6 +132,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                         anneal_lr=False, num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95,
                         clip_eps=0.3, ent_coef=0.01, hidden_sizes=(256, 256), activation="silu",
                         normalize_observations=True, normalize_rewards=True),
+    # The pendulums, from experiments/brax_parity.py (docs/results.md section 12; 3 seeds at a 16x smaller batch):
+    # Brax's notebook settings at its notebook batch (2048 envs x 80 steps = 163,840 env steps in 32 minibatches).
+    # inverted_pendulum: Brax's policy (tanh-squashed Gaussian, state-dependent softplus scale + 0.001 from log 2,
+    # 4x32 actor / 5x256 critic) without value or gradient clipping reached 998-1000 by 205k steps, where the
+    # ant mapping above was at 719 (986 at 410k).
+    "brax/inverted_pendulum": dict(env="brax/inverted_pendulum", num_envs=2048, num_steps=80,
+                                   total_timesteps=2_000_000, lr=3e-4, anneal_lr=False, num_epochs=4,
+                                   num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3, ent_coef=0.01,
+                                   activation="silu", distribution="tanh_gaussian", scale_type="state_dependent",
+                                   scale_fn="softplus", min_scale=1e-3, init_scale=0.6931471805599453,
+                                   actor_hidden_sizes=(32, 32, 32, 32), critic_hidden_sizes=(256,) * 5,
+                                   clip_value_loss=False, max_grad_norm=1e6, normalize_observations=True,
+                                   normalize_rewards=True),
+    # inverted_double_pendulum: the ant mapping (1480 +- 84 at 410k steps, Brax's PPO 743 +- 62); Brax's policy with
+    # reward normalisation and no clipping stayed at Brax's level (707 +- 11).
+    "brax/inverted_double_pendulum": dict(env="brax/inverted_double_pendulum", num_envs=2048, num_steps=80,
+                                          total_timesteps=20_000_000, lr=3e-4, anneal_lr=False, num_epochs=4,
+                                          num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3,
+                                          ent_coef=0.01, hidden_sizes=(256, 256), activation="silu",
+                                          normalize_observations=True, normalize_rewards=True),
     # Jumanji Knapsack-v1 (50 items, budget 12.5; masks): undiscounted, as Jumanji's A2C config. The MLP sees the
     # flattened (weights, values, packed) vector; Jumanji's A2C uses a 6-block transformer over the items.
     "jumanji/knapsack-v1": dict(env="jumanji/Knapsack-v1", num_envs=64, num_steps=64, total_timesteps=10_000_000,

@@ -243,3 +243,13 @@ def test_plot_draws_the_population_returns_and_hyperparameter_trajectories(pbt_f
     np.testing.assert_allclose(lr.lines[0].get_ydata()[-1], float(result.state.hparams.lr[0]), rtol=1e-6)
     assert cli.main(["plot", str(out), "--population", "--out", str(tmp_path / "pop.png")]) == 0
     assert (tmp_path / "pop.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_load_gives_the_best_member_and_eval_names_it(pbt_folder, capsys):
+    from jaxppo import cli
+
+    out, result = pbt_folder
+    best = result.summary["best_member"]
+    assert jaxppo.load(out).seed == best and jaxppo.load(out, member=(best + 1) % 4).seed == (best + 1) % 4
+    assert cli.main(["eval", str(out), "--num-episodes", "2", "--overwrite"]) == 0
+    assert f"best member (by final training return): {best}," in capsys.readouterr().out

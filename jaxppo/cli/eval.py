@@ -99,6 +99,12 @@ def eval_run(args: EvalArgs) -> None:
             summary = {"env": config.env, "num_episodes": args.num_episodes, "seed": args.seed,
                        "deterministic": not args.stochastic, "num_seeds": num_seeds,
                        "mean_return": float(returns.mean()), "per_seed": per_seed}
+            trained = outputs.read_json(run / outputs.SUMMARY, "summary") if (run / outputs.SUMMARY).exists() else {}
+            if trained.get("best_member") is not None:  # a sweep or PBT run: the member its training ranked first
+                best = int(trained["best_member"])
+                summary["best_member"] = best
+                say(f"best member (by final training return): {best}, evaluated at "
+                    f"{per_seed[best]['mean_return']:.2f}; jaxppo.load(run) gives it for a PBT run")
             outputs.write_json(run / outputs.EVAL_JSON, summary)
     except ValueError as error:
         raise UsageError(f"eval: {error}") from None
