@@ -55,9 +55,12 @@ def to_config(flags: PPOConfig) -> PPOConfig:
         import jax
 
         values["num_devices"] = jax.local_device_count()
-    try:
-        if isinstance(values["env"], str):
+    if isinstance(values["env"], str):
+        try:
             values["env"] = canonical_env_id(values["env"])
+        except ValueError as error:
+            raise as_flag_error(error) from None
+    try:
         return PPOConfig(**values)
     except ValueError as error:
         raise UsageError(str(error)) from None
