@@ -172,10 +172,11 @@ def make_rollout_limit(config) -> Callable[[Any], Any]:
     if config.num_devices != 1:
         raise ValueError(f"num_devices={config.num_devices}: the rollout limit runs on one device")
     agent = make_agent(config)
-    gamma = HParams.from_config(config).gamma
+    hparams = HParams.from_config(config)
+    gamma = hparams.gamma
 
     def run(key):
-        state = init_state(agent, key)
+        state = init_state(agent, key, hparams)
         env_ids = local_env_ids(agent, None)
 
         def one_rollout(env_carry, rollout_key):

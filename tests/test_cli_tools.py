@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxppo import cli, outputs
+from jaxppo import cli, loading, outputs
 from jaxppo.cli.eval import EvalArgs, eval_run as eval_command
 from jaxppo.cli.flags import ConfigFlags
 from jaxppo.cli.sweep import SweepArgs, parse_grid, parse_ranges, sweep as sweep_command
@@ -42,7 +42,7 @@ def run_dir(tmp_path_factory):
 
 
 def _config_and_saved(run_dir):
-    config, saved, num_seeds = outputs.read_final_params(run_dir)
+    config, saved, num_seeds = loading.read_final_params(run_dir)
     assert num_seeds == 2
     return config, saved
 
@@ -190,6 +190,9 @@ def test_eval_usage_errors(run_dir, tmp_path, capsys):
     line = _usage_error(["eval", str(unfinished)], capsys)
     assert "final_params.msgpack is missing; the run has not finished" in line
     (unfinished / "final_params.msgpack").write_bytes(b"\x81\xa1x\x01")  # msgpack {"x": 1}
+    assert "final_params.msgpack.sha256 is missing" in _usage_error(["eval", str(unfinished)], capsys)
+    trained = outputs.read_config(unfinished)
+    outputs.write_params(unfinished / "final_params.msgpack", {"x": 1}, {}, trained)  # a checksummed foreign tree
     assert "does not hold per-seed parameters" in _usage_error(["eval", str(unfinished)], capsys)
     (unfinished / "config.json").write_text('{"num_envs": 0}')
     assert "config.json is invalid: num_envs=0" in _usage_error(["eval", str(unfinished)], capsys)
