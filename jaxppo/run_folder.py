@@ -11,7 +11,7 @@ and command, and a lock left by a dead process is free again (the OS releases it
 --overwrite replaces only a jaxppo run's outputs: a folder without run.json is refused, `/` and the home folder are
 refused, and inside checkpoints/ and tb/ only what jaxppo writes there is removed (update-numbered checkpoints,
 set-aside damaged ones, orbax's temporary folders, tb/seed_N). A sweep's old results stay until the new ones are
-written.
+written: `staged_overwrite` trains the new sweep in out/.sweep-new and swaps it in only once it has finished.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ KINDS = ("train", "sweep")
 OUTPUTS = {
     "train": (outputs.SUMMARY, outputs.METRICS, outputs.CONFIG, outputs.RUN, outputs.PARAMS,
               outputs.PARAMS + ".sha256", outputs.EVAL_CSV, outputs.EVAL_JSON, outputs.TENSORBOARD,
-              outputs.CHECKPOINTS, outputs.HPARAMS_CSV, outputs.LINEAGE_CSV, outputs.SWEEP_CSV, outputs.SWEEP_PNG),
+              outputs.CHECKPOINTS, outputs.HPARAMS_CSV, outputs.LINEAGE_CSV, outputs.SWEEP_CSV, outputs.SWEEP_PNG,
+              ".sweep-new"),
     "sweep": (outputs.SWEEP_CSV, outputs.SWEEP_PNG, outputs.CONFIG, outputs.RUN),
 }
 """What each kind of run writes into its folder (W&B offline runs under wandb/ and files of your own are kept)."""
@@ -42,6 +43,8 @@ MANAGED_FOLDERS = {outputs.CHECKPOINTS: re.compile(r"^(\d+|damaged-\d+-\d{8}-\d{
                    outputs.TENSORBOARD: re.compile(r"^seed_\d+$")}
 """The entries jaxppo writes inside its folders: only these are removed by --overwrite (the folder itself only once
 empty); anything else in there is the user's."""
+STAGING = ".sweep-new"
+"""Where `jaxppo sweep --overwrite` trains while the folder's earlier results stay (staged_overwrite)."""
 DEFERRED_REMOVAL = ("sweep",)
 """Kinds whose old outputs --overwrite removes only after the new run has written its own (a sweep writes every
 file anew at its end, so an interrupted sweep leaves the old results intact)."""
@@ -274,3 +277,36 @@ def reopen_run_folder(out: Path, kind: str = "train") -> Iterator[Path]:
         raise RunFolderError(f"{out}: holds a {other} run, not a {kind} run")
     with run_lock(out):
         yield out
+
+
+@contextlib.contextmanager
+def staged_overwrite(out: Path) -> Iterator[tuple[Path, list[str]]]:
+    """For --overwrite of a folder that holds a run: lock out, yield (out/.sweep-new emptied of any earlier
+    attempt, the outputs it will replace); the caller runs the new run there and calls `swap_in` once it has
+    finished. Until then out's earlier outputs are untouched, so a run stopped or killed half-way loses nothing."""
+    out = Path(out)
+    existing = [name for name in check_new_run(out, "train", True) if name != STAGING]
+    with run_lock(out):
+        staging = out / STAGING
+        if staging.is_symlink() or staging.is_file():
+            staging.unlink()
+        elif staging.is_dir():
+            shutil.rmtree(staging)
+        yield staging, existing
+
+
+def swap_in(out: Path, staging: Path, replaced: list[str]) -> None:
+    """Remove out's `replaced` outputs (as remove_outputs), move every entry of staging into out (entry by entry
+    inside a managed folder that still holds files of the user's), then remove staging (its lock is gone)."""
+    remove_outputs(out, replaced)
+    for entry in staging.iterdir():
+        if entry.name == LOCK:
+            continue
+        target = Path(out) / entry.name
+        if target.is_dir() and entry.is_dir():
+            for inner in entry.iterdir():
+                os.replace(inner, target / inner.name)
+            entry.rmdir()
+        else:
+            os.replace(entry, target)
+    shutil.rmtree(staging)

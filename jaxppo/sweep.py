@@ -18,13 +18,15 @@ import contextlib
 import dataclasses
 import itertools
 import math
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
+import jax
 import numpy as np
 
-from jaxppo import outputs
+from jaxppo import outputs, run_folder
 from jaxppo.config import HParams, PPOConfig, hparam_names
 from jaxppo.losses import LossFn, ppo_loss
 from jaxppo.pbt import PBTConfig
@@ -167,9 +169,29 @@ def run_sweep(config: PPOConfig, grid: dict[str, list[float]] | None = None, ran
                                   population=population.to_json())
     with contextlib.ExitStack() as stack:
         folder = Path(out) if out is not None else Path(stack.enter_context(tempfile.TemporaryDirectory())) / "sweep"
-        result = train_run(config, folder, options, overwrite=overwrite, quiet=quiet, stream=stream)
+        if overwrite and jax.process_count() == 1 and run_folder.check_new_run(folder, "train", True):
+            result = _overwrite_staged(config, folder, options, quiet, stream)
+        else:
+            result = train_run(config, folder, options, overwrite=overwrite, quiet=quiet, stream=stream)
     swept = sweep_result(config, settings, list(range(seed, seed + num_seeds)), result.columns)
     return swept._replace(finished=result.finished)
+
+
+def _overwrite_staged(config: PPOConfig, out: Path, options: RunOptions, quiet: bool,
+                      stream: TextIO | None) -> RunResult:
+    """--overwrite of a folder holding results: the new sweep trains in out/.sweep-new; the old results go only
+    once it has finished (run_folder.staged_overwrite). One process only."""
+    with run_folder.staged_overwrite(out) as (staging, replaced):
+        result = train_run(config, staging, options, quiet=quiet, stream=stream)
+        if result.finished:
+            run_folder.swap_in(out, staging, replaced)
+            if not quiet:
+                print(f"note: --overwrite replaced {', '.join(replaced)} in {out}", file=stream or sys.stdout,
+                      flush=True)
+        else:
+            print(f"note: {out}'s earlier results are kept; the stopped sweep is in {staging} (run the sweep again, "
+                  f"or jaxppo train --resume {staging})", file=stream or sys.stdout, flush=True)
+    return result
 
 
 def sweep_result(config: PPOConfig, settings: list[dict[str, float]], seeds: list[int],

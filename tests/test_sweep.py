@@ -101,6 +101,48 @@ def test_a_sweep_folder_is_a_training_run_of_members(tmp_path):
     assert partial.episode_return.shape == (2, 2, 5)
 
 
+def test_overwrite_keeps_the_old_results_until_the_new_sweep_has_finished(tmp_path, monkeypatch, capsys):
+    # A SIGTERM half-way through `sweep --overwrite` leaves the earlier sweep's files byte for byte; the next
+    # --overwrite replaces them only at its end, and no staging folder is left.
+    import os
+    import signal
+
+    from jaxppo import run_folder, runner
+
+    out = tmp_path / "sweep"
+    options = runner.RunOptions(checkpoint_every=2)
+    first = run_sweep(TINY, grid={"lr": [1e-3, 3e-4]}, num_seeds=2, seed=5, out=out, options=options)
+    write_sweep(first, out)
+    (out / "checkpoints" / "mine.txt").write_text("the user's")
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+
+    original_append = outputs.append_metrics_csv
+
+    def append_then_stop(*args, **kwargs):
+        original_append(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(outputs, "append_metrics_csv", append_then_stop)
+    stopped = run_sweep(TINY, grid={"lr": [1e-3, 3e-4]}, num_seeds=2, seed=9, out=out, options=options,
+                        overwrite=True)
+    assert not stopped.finished
+    assert "earlier results are kept; the stopped sweep is in" in capsys.readouterr().out
+    after = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()
+             and run_folder.STAGING not in path.parts}
+    assert after == before
+    assert (out / run_folder.STAGING / outputs.METRICS).exists()
+
+    monkeypatch.setattr(outputs, "append_metrics_csv", original_append)
+    second = run_sweep(TINY, grid={"lr": [1e-3, 3e-4]}, num_seeds=2, seed=9, out=out, options=options,
+                       overwrite=True)
+    assert second.finished and not (out / run_folder.STAGING).exists()
+    summary = outputs.read_json(out / outputs.SUMMARY, "summary")
+    assert [m["seed"] for m in summary["members"]] == [9, 10, 9, 10]
+    assert not (out / outputs.SWEEP_CSV).exists()  # the old sweep's table went with its run
+    assert (out / "checkpoints" / "mine.txt").read_text() == "the user's"
+    assert any(path.name.isdigit() for path in (out / "checkpoints").iterdir())  # the new run's checkpoints
+
+
 def test_summary_lines_best_first(lr_sweep):
     lines = summary_lines(lr_sweep)
     table = summary_table(lr_sweep)
