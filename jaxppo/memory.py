@@ -21,8 +21,9 @@ sqrt(1 - a_t^2), so a gate that holds a memory also stops writing over it) with 
     h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (W_u x_t + b_u)
     y_t = tanh(W_y [h_t, x_t] + b_y)
 
-No gate reads h, so h_t = a_t h_{t-1} + b_t is linear in h and all T steps are computed by a parallel associative
-scan (depth O(log T)) instead of T dependent steps; the carry is real-valued float32 [B, H] like the GRU's.
+No gate reads h, so h_t = a_t h_{t-1} + b_t is linear in h and all T steps can be computed by a parallel
+associative scan (depth O(log T)) instead of T dependent steps (on accelerators; on a CPU a sequential scan of the
+same recurrence is faster, see SCANS); the carry is real-valued float32 [B, H] like the GRU's.
 
 Resets. Before step t the carry is replaced by the initial carry (zeros) where `first[t]` is set, i.e. where the
 observation of step t is the first of an episode, so no memory leaks across an episode boundary, in the rollout and
@@ -155,16 +156,35 @@ def _compose(earlier: tuple[jax.Array, jax.Array], later: tuple[jax.Array, jax.A
     return a2 * a1, a2 * b1 + b2
 
 
-def linear_recurrence(carry: jax.Array, a: jax.Array, b: jax.Array, first: jax.Array) -> jax.Array:
+SCANS = ("auto", "associative", "sequential")
+"""How ResetLRU evaluates its recurrence over T steps: a parallel associative scan (depth O(log T), 2x the
+multiplies; pays where many cores wait, as on GPU/TPU), a sequential lax.scan (T dependent elementwise steps;
+faster on a CPU, where the parallel form's extra passes over [T, B, H] cost more than the dependency), or auto:
+sequential on the CPU backend, associative elsewhere. Same recurrence; results agree to float rounding."""
+
+
+def linear_recurrence(carry: jax.Array, a: jax.Array, b: jax.Array, first: jax.Array,
+                      scan: str = "associative") -> jax.Array:
     """h_t = a_t * h_{t-1} + b_t over the leading (time) axis, h_{-1} = carry, h_{t-1} replaced by zeros where
-    first[t] is set; by one parallel associative scan.
+    first[t] is set; by one parallel associative scan or one sequential scan (SCANS; "auto" by backend).
 
     Args:
-      carry: float32 [B, H]; a, b: float32 [T, B, H]; first: bool [T, B].
+      carry: float32 [B, H]; a, b: float32 [T, B, H]; first: bool [T, B]; scan: one of SCANS.
     Returns:
       h: float32 [T, B, H].
     """
+    if scan not in SCANS:
+        raise ValueError(f"scan={scan!r}: must be one of {', '.join(SCANS)}")
+    if scan == "auto":
+        scan = "sequential" if jax.default_backend() == "cpu" else "associative"
     a = jnp.where(first[..., None], 0.0, a)
+    if scan == "sequential":
+        def step(h, a_b):
+            h = a_b[0] * h + a_b[1]
+            return h, h
+
+        _, h = lax.scan(step, carry, (a, b))
+        return h
     b = b.at[0].add(a[0] * carry)  # fold the carry into step 0 (a[0] is 0 where step 0 starts an episode)
     _, h = lax.associative_scan(_compose, (a, b), axis=0)
     return h
@@ -188,6 +208,7 @@ class ResetLRU(MemoryCore):
     gate_power: float = 8.0  # c: a gate r_t = 1 gives the decay sigmoid(L) ** c
     min_rate: float = 0.9  # the initial sigmoid(L) ** c lies in [min_rate, max_rate]
     max_rate: float = 0.999
+    scan: str = "auto"  # how the T steps are evaluated: SCANS
 
     @nn.compact
     def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -199,7 +220,7 @@ class ResetLRU(MemoryCore):
         log_a = -self.gate_power * jax.nn.sigmoid(gate) * jax.nn.softplus(-decay)  # log(sigmoid(L) ** (c r))
         # sqrt(1 - a^2) keeps h on the scale of its input; floored so its gradient stays finite as a -> 1.
         scale = jnp.sqrt(jnp.maximum(-jnp.expm1(2.0 * log_a), 1e-6))
-        h = linear_recurrence(carry, jnp.exp(log_a), scale * value, first)
+        h = linear_recurrence(carry, jnp.exp(log_a), scale * value, first, self.scan)
         out = jnp.tanh(nn.Dense(h_dim, kernel_init=nn.initializers.lecun_normal(), name="readout")(
             jnp.concatenate([h, inputs], axis=-1)))
         return h[-1], out

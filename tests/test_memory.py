@@ -140,8 +140,9 @@ def _lru_reference(params, carry, inputs, first, gate_power=8.0):
     return h, np.stack(outputs)
 
 
-def test_lru_scan_with_resets_equals_a_step_by_step_numpy_reference():
-    lru = ResetLRU(6)
+@pytest.mark.parametrize("scan", ["associative", "sequential"])
+def test_lru_scan_with_resets_equals_a_step_by_step_numpy_reference(scan):
+    lru = ResetLRU(6, scan=scan)
     t, b = 8, 4
     inputs = jax.random.normal(jax.random.key(0), (t, b, 5))
     # Resets on the first step (env 0), mid-sequence (env 1 twice), on the last step (env 2), never (env 3).
@@ -164,6 +165,18 @@ def test_lru_scan_with_resets_equals_a_step_by_step_numpy_reference():
     assert not np.allclose(other[:, 3], outputs[:, 3]) and not np.allclose(other[:2, 1], outputs[:2, 1])
     np.testing.assert_array_equal(other[:, 0], outputs[:, 0])
     np.testing.assert_array_equal(other[2:, 1], outputs[2:, 1])
+
+
+def test_lru_scan_by_backend_and_unknown_scan_names_the_choices():
+    from jaxppo.memory import linear_recurrence
+
+    a, b = jax.random.uniform(jax.random.key(0), (2, 5, 3, 4))
+    first, carry = jnp.zeros((5, 3), bool).at[2, 1].set(True), jnp.ones((3, 4))
+    by_name = {scan: linear_recurrence(carry, a, b, first, scan) for scan in ("associative", "sequential", "auto")}
+    np.testing.assert_allclose(by_name["sequential"], by_name["associative"], rtol=1e-6)
+    np.testing.assert_array_equal(by_name["auto"], by_name["sequential"])  # the CPU backend of the test session
+    with pytest.raises(ValueError, match="scan='parallel': must be one of auto, associative, sequential"):
+        linear_recurrence(carry, a, b, first, "parallel")
 
 
 def test_gru_hand_written_gradient_equals_autodiff_of_the_equations():
