@@ -196,6 +196,7 @@ def test_symlinked_checkpoints_folder_is_refused_and_nothing_outside_is_touched(
     assert sorted(p.name for p in elsewhere.iterdir()) == ["3"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_resumes_from_last_complete_checkpoint(tmp_path):
     run = tmp_path / "run"
     args = ["--num-envs", "4", "--num-steps", "16", "--num-minibatches", "2", "--total-timesteps",

@@ -226,6 +226,7 @@ def test_two_processes_match_single_process_four_devices(tmp_path):
         np.testing.assert_array_equal(results[0][f"param_{i}"], results[1][f"param_{i}"])
 
 
+@pytest.mark.slow
 def test_killed_peer_makes_survivor_fail_within_timeout(tmp_path):
     port, timeout = _free_port(), 10
     out = tmp_path / "run"

@@ -348,6 +348,7 @@ def test_craftax_adapter_matches_hand_rolled_loop_and_time_limit_is_truncation()
 
 
 @needs_craftax
+@pytest.mark.slow
 def test_cli_trains_craftax_with_checkpoints_and_records_returns(tmp_path, capsys):
     """A few thousand steps do not improve Craftax-Classic measurably (the paper's PPO trains for 1e9), so this
     checks what such a run can show: through the CLI, episodes end and their returns (achievements unlocked, +-0.1

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jaxppo.config import PPOConfig
+from tests import helpers
 from tests.experiment_modules import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,9 +134,7 @@ def test_scaling_device_point_maps_over_two_devices():
 
 # --------------------------------------------------------------------------------------- scripts, end to end
 def _script_env() -> dict[str, str]:
-    env = {**os.environ, "MPLBACKEND": "Agg", "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)  # no fake devices from conftest: the scripts run on one device, as from a shell
-    return env
+    return helpers.subprocess_env(MPLBACKEND="Agg")  # one device, as from a shell, with the session's compile flags
 
 
 def _run_scripts(*commands: tuple[str, ...], timeout: int = 300) -> list[str]:
@@ -170,6 +169,7 @@ def _positive(text: str) -> bool:
     return math.isfinite(value) and value > 0
 
 
+@pytest.mark.slow
 def test_convergence_and_stability_scripts_on_a_tiny_budget(tmp_path):
     convergence_dir, stability_dir = tmp_path / "convergence", tmp_path / "stability"
     _run_scripts(("convergence.py", "--envs", "CartPole-v1", "--num-seeds", "2", "--total-timesteps", "10240",
@@ -207,6 +207,7 @@ def test_convergence_and_stability_scripts_on_a_tiny_budget(tmp_path):
     _assert_png(stability_dir / "stability.png")
 
 
+@pytest.mark.slow
 def test_speed_scripts_on_a_tiny_budget(tmp_path):
     settings = ["cartpole-4x128", "cartpole-4x128-gru"]  # feed-forward and recurrent PPO on the same layout
     benchmark_stdout, _ = _run_scripts(

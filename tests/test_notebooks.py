@@ -71,6 +71,7 @@ def count_images(nb) -> int:
     return sum("image/png" in out.get("data", {}) for cell in nb.cells for out in cell.get("outputs", []))
 
 
+@pytest.mark.slow
 def test_quickstart_notebook(kernel_spec_manager, monkeypatch):
     nb, text = execute("quickstart.ipynb", kernel_spec_manager, monkeypatch)
     assert f"TOTAL_TIMESTEPS = {TIMESTEPS:,}" in text

@@ -4,7 +4,6 @@ script runs end to end on a coarse grid."""
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import helpers
 from tests.experiment_modules import load
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,8 +65,7 @@ def test_one_step_values_are_the_best_immediate_reward(pendulum_ceiling):
 
 
 def test_script_on_a_coarse_grid(tmp_path):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env = helpers.subprocess_env()
     result = subprocess.run([sys.executable, str(ROOT / "experiments" / "pendulum_ceiling.py"), "--episodes", "8",
                              "--grids", "32x33x11", "--out", str(tmp_path)],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)

@@ -3,6 +3,8 @@ checkpoints with pre-emption (SIGTERM) on two processes, and JAX's cluster detec
 
 from __future__ import annotations
 
+import pytest
+
 import io
 import json
 import signal
@@ -102,6 +104,7 @@ def _checkpoint(run: Path, step: int, config: jaxppo.PPOConfig):
     return state
 
 
+@pytest.mark.slow
 def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_and_back(tmp_path):
     run = tmp_path / "run"
     # 1) Two processes x 2 devices; SIGTERM to both (what SLURM sends): each finishes its chunk, one consistent
@@ -144,6 +147,7 @@ def test_sigterm_on_one_process_checkpoints_and_exits_zero(tmp_path):
     assert any(p.name.isdigit() for p in (run / "checkpoints").iterdir())
 
 
+@pytest.mark.slow
 def test_slurm_variables_make_jax_detect_the_cluster(tmp_path):
     # Two local processes with the variables SLURM sets for a 2-task step: no --coordinator flags, JAX's own
     # detection finds the coordinator (first node of the step, port from the job id) and the process ids.

@@ -80,9 +80,13 @@ def _attempt(moment: str, out) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(argv, proc.returncode, out_text, err_text)
 
 
-@pytest.mark.parametrize("moment, code", [("import", -signal.SIGTERM), ("compile", 0), ("first-chunk", -signal.SIGKILL),
-                                          ("checkpoint", -signal.SIGKILL), ("final", -signal.SIGKILL),
-                                          ("final-term", 0)])
+SLOW = pytest.mark.slow  # the moments beyond the two of the default run: `pytest -m slow` (and CI) runs them
+
+
+@pytest.mark.parametrize("moment, code", [pytest.param("import", -signal.SIGTERM, marks=SLOW),
+                                          pytest.param("compile", 0, marks=SLOW), ("first-chunk", -signal.SIGKILL),
+                                          pytest.param("checkpoint", -signal.SIGKILL, marks=SLOW),
+                                          pytest.param("final", -signal.SIGKILL, marks=SLOW), ("final-term", 0)])
 def test_the_same_command_continues_after_a_signal_at_any_moment(tmp_path, capsys, reference, moment, code):
     out = tmp_path / "run"
     first = _attempt(moment, out)

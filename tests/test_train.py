@@ -82,7 +82,7 @@ def test_probe_masked_best_action_learns_the_best_legal_action():
 
 
 @pytest.mark.slow
-def test_cartpole_reaches_475_across_seeds():
+def test_cartpole_reaches_475_across_seeds(optimized_compile):
     config = jaxppo.PPOConfig(env="CartPole-v1")  # the defaults: 4 envs x 128 steps, 500k steps
     keys = jax.random.split(jax.random.key(42), 4)
     _, metrics = jax.jit(jax.vmap(jaxppo.make_train(config)))(keys)
@@ -94,7 +94,7 @@ def test_cartpole_reaches_475_across_seeds():
 
 
 @pytest.mark.slow
-def test_pendulum_clearly_improves():
+def test_pendulum_clearly_improves(optimized_compile):
     config = jaxppo.PPOConfig(
         env="Pendulum-v1", num_envs=16, num_steps=256, total_timesteps=245_760, num_epochs=10, num_minibatches=16,
         lr=1e-3, gamma=0.9, ent_coef=0.0, normalize_observations=True, normalize_rewards=True,
