@@ -5,7 +5,8 @@ turn, so all of them see the same machine load; the best repeat counts):
 
 - cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
   GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), lru (128, the same width), lru at the width of the
-  LRU presets, and feed-forward;
+  LRU presets, and feed-forward; each lru row again as lru-associative (the parallel scan the LRU uses on
+  accelerators, forced here; "lru" is what the CPU backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the LRU preset
   (`<preset>/lru`), the LRU at the GRU preset's width, and feed-forward (the preset with memory="none");
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
@@ -33,6 +34,7 @@ Writes memory_speed.csv / memory_quality.csv and .md tables to --out-dir.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import time
@@ -150,13 +152,28 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None) -> li
         gru = preset_config(setting, total_timesteps=steps)
         narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
         lru = dataclasses.replace(narrow, memory_size=gru.memory_size)
-    programs = [("gru", gru, False), ("lru", lru, False)]
+    programs = [("gru", gru, False), ("lru", lru, False), ("lru-associative", lru, False)]
     if narrow.memory_size != lru.memory_size:
-        programs.append(("lru", narrow, False))
+        programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
     programs.append(("feed-forward", dataclasses.replace(gru, memory="none"), False))
     if pjx is not None and "/" not in gru.env:
         programs.insert(0, ("purejaxrl-gru", dataclasses.replace(gru, memory_size=128), True))
     return programs
+
+
+@contextlib.contextmanager
+def scan_forced(scan: str | None):
+    """While tracing: the LRU's recurrence evaluated by `scan` (jaxppo.memory.SCANS) whatever the backend; the
+    lru-associative rows are the parallel form the LRU uses on accelerators, timed on this machine."""
+    import jaxppo.memory as memory
+
+    original = memory.linear_recurrence
+    if scan is not None:
+        memory.linear_recurrence = lambda carry, a, b, first, _scan="auto": original(carry, a, b, first, scan)
+    try:
+        yield
+    finally:
+        memory.linear_recurrence = original
 
 
 def run_speed(args: argparse.Namespace, pjx: types.ModuleType | None) -> list[SpeedRow]:
@@ -165,7 +182,9 @@ def run_speed(args: argparse.Namespace, pjx: types.ModuleType | None) -> list[Sp
         for name, config, third_party in speed_programs(setting, args.speed_steps, pjx):
             train = pjx.make_train(purejaxrl_config(config)) if third_party else make_train(config)
             start = time.perf_counter()
-            program = jax.jit(train).lower(jax.random.key(0) if not third_party else jax.random.PRNGKey(0)).compile()
+            with scan_forced("associative" if name == "lru-associative" else None):  # traced in lower()
+                lowered = jax.jit(train).lower(jax.random.key(0) if not third_party else jax.random.PRNGKey(0))
+            program = lowered.compile()
             seconds = time.perf_counter() - start
             key = jax.random.PRNGKey(0) if third_party else jax.random.key(0)
             jax.block_until_ready(program(key))  # warm

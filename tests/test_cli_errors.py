@@ -196,6 +196,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 def test_fuzz_invalid_commands_and_damaged_folders(tmp_path, capsys, finished_run):
     rng = random.Random(1234)
     sandbox = tmp_path / "sandbox"

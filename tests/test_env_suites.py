@@ -141,6 +141,7 @@ def test_brax_adapter_matches_brax_episode_wrapper_loop():
 
 
 @needs_brax
+@pytest.mark.slow
 def test_brax_short_training_with_observation_normalisation_improves():
     config = jaxppo.PPOConfig(env=f"brax/{BRAX_ENV}@{BRAX_BACKEND}", num_envs=16, num_steps=32,
                               total_timesteps=16 * 32 * 20, num_minibatches=4, normalize_observations=True)
@@ -238,6 +239,7 @@ def small_knapsack_id():
 
 
 @needs_jumanji
+@pytest.mark.slow
 def test_jumanji_sweep_over_seeds_and_learning_rates_improves_on_random(small_knapsack_id):
     from jaxppo.sweep import run_sweep
 

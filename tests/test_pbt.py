@@ -182,6 +182,7 @@ def test_pbt_resumes_bitwise_mid_population(pbt_folder, tmp_path):
         assert (part / name).read_bytes() == (out / name).read_bytes(), name
 
 
+@pytest.mark.slow
 def test_population_on_two_devices_equals_one_device_also_after_an_elastic_resume(pbt_folder, tmp_path):
     from jaxppo import runner
 

@@ -185,6 +185,7 @@ def _join(port: int, num_processes: int, process_ids: list[int]) -> list[tuple[i
             proc.kill()
 
 
+@pytest.mark.slow
 def test_a_missing_or_duplicate_process_at_start_up_is_one_line_not_an_abort():
     cases = [
         ([1], 2, ["process 1: no process 0 answered at 127.0.0.1:"]),

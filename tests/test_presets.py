@@ -79,6 +79,7 @@ def test_small_budgets_name_presets_and_fit_their_full_budget():
         assert module.budget_steps(name, "small") <= module.budget_steps(name, "full")
 
 
+@pytest.mark.slow
 def test_returns_table_smoke(tmp_path):
     """The script end to end: two seeds, one 4-update CartPole run; CSV columns and row, markdown, chart."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
