@@ -303,6 +303,7 @@ def test_jumanji_train_state_checkpoint_round_trip(knapsack_runs, tmp_path):
 
 # -------------------------------------------------------------------------------------------------- Craftax
 @needs_craftax
+@pytest.mark.slow
 def test_craftax_adapter_matches_hand_rolled_loop_and_time_limit_is_truncation():
     from craftax.craftax_env import make_craftax_env_from_name
 

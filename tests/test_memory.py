@@ -237,6 +237,7 @@ def test_lru_replays_the_rollout_exactly_on_one_and_two_devices():
     assert not np.allclose(np.asarray(one.env.memory[0]), 0.0)  # the carry is in use
 
 
+@pytest.mark.slow
 def test_chunked_resumed_lru_run_equals_an_uninterrupted_one_bitwise(tmp_path):
     config = helpers.tiny_config(updates=4, memory="lru", memory_size=8)
     options = RunOptions(chunk_updates=2, checkpoint_every=2)

@@ -53,6 +53,7 @@ def test_counters_are_exact_across_2_31_and_2_32_env_steps(tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 def test_elastic_resume_from_4_devices_onto_2_continues_the_same_learning(tmp_path):
     config = helpers.tiny_config(updates=6, num_envs=8, num_devices=4)
     options = RunOptions(chunk_updates=2, checkpoint_every=2)
