@@ -156,6 +156,7 @@ def test_make_train_refuses_an_instance_that_is_not_the_configured_env():
         jaxppo.make_train(jaxppo.PPOConfig(env="CartPole-v1"), env=Pendulum())
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_with_a_checkpoint_and_a_resume_line(tmp_path):
     run = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -139,6 +139,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
                                reference.columns["episode_return"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sigterm_on_one_process_checkpoints_and_exits_zero(tmp_path):
     run = tmp_path / "run"
     (proc,) = _train_processes([*LONG_RUN, "--out", str(run)], 1, 1, 0)
