@@ -80,19 +80,10 @@ SMOKE = (
 )
 
 
-LONGEST_FIRST = ("test_distributed.py", "test_checkpoint.py", "test_train.py", "test_memory.py", "test_cli.py",
-                 "test_render.py", "test_runner.py", "test_env_suites.py", "test_pbt.py", "test_update.py",
-                 "test_distributions.py", "test_export.py")
-"""The files that take longest (measured), run first: pytest-xdist hands whole files to workers in collection order,
-so a long file started last would keep one worker busy while the others idle."""
-
-
 @pytest.hookimpl(tryfirst=True)  # before `-m smoke` deselects anything
 def pytest_collection_modifyitems(config, items):
-    """Order the files LONGEST_FIRST; mark the SMOKE tests `smoke` (every parametrisation); a SMOKE name missing
-    from a file collected whole is an error naming it."""
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole, tests in order
+    """Mark the SMOKE tests `smoke` (every parametrisation); a SMOKE name missing from a file collected whole is an
+    error naming it."""
     wanted = {tuple(name.split("::")) for name in SMOKE}
     found = set()
     for item in items:
