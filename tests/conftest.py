@@ -104,7 +104,7 @@ def optimized_compile():
     """Compile with XLA's full optimisation inside the test (long trainings: run time dominates, not compile)."""
     import jax
 
-    before = jax.config.jax_disable_most_optimizations
+    before = jax.config.read("jax_disable_most_optimizations")
     jax.config.update("jax_disable_most_optimizations", False)
     yield
     jax.config.update("jax_disable_most_optimizations", before)
