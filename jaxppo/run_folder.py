@@ -30,12 +30,14 @@ from typing import Iterator
 from jaxppo import outputs
 
 LOCK = ".lock"
+STAGING = ".sweep-new"
+"""Where `jaxppo sweep --overwrite` trains while the folder's earlier results stay (staged_overwrite)."""
 KINDS = ("train", "sweep")
 OUTPUTS = {
     "train": (outputs.SUMMARY, outputs.METRICS, outputs.CONFIG, outputs.RUN, outputs.PARAMS,
               outputs.PARAMS + ".sha256", outputs.EVAL_CSV, outputs.EVAL_JSON, outputs.TENSORBOARD,
               outputs.CHECKPOINTS, outputs.HPARAMS_CSV, outputs.LINEAGE_CSV, outputs.SWEEP_CSV, outputs.SWEEP_PNG,
-              ".sweep-new"),
+              STAGING),
     "sweep": (outputs.SWEEP_CSV, outputs.SWEEP_PNG, outputs.CONFIG, outputs.RUN),
 }
 """What each kind of run writes into its folder (W&B offline runs under wandb/ and files of your own are kept)."""
@@ -43,11 +45,6 @@ MANAGED_FOLDERS = {outputs.CHECKPOINTS: re.compile(r"^(\d+|damaged-\d+-\d{8}-\d{
                    outputs.TENSORBOARD: re.compile(r"^seed_\d+$")}
 """The entries jaxppo writes inside its folders: only these are removed by --overwrite (the folder itself only once
 empty); anything else in there is the user's."""
-STAGING = ".sweep-new"
-"""Where `jaxppo sweep --overwrite` trains while the folder's earlier results stay (staged_overwrite)."""
-DEFERRED_REMOVAL = ("sweep",)
-"""Kinds whose old outputs --overwrite removes only after the new run has written its own (a sweep writes every
-file anew at its end, so an interrupted sweep leaves the old results intact)."""
 
 
 class RunFolderError(ValueError):
@@ -233,36 +230,16 @@ def run_lock(out: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def claim_run_folder(out: Path, kind: str, overwrite: bool, replaceable: tuple[str, ...] = ()) -> Iterator[Path]:
-    """Check, lock, then clear out for a new run of `kind` (see the module docstring); yields the folder.
-
-    Kinds in DEFERRED_REMOVAL keep the old outputs while the body runs and remove, once it has finished without an
-    error, those it did not write anew."""
+    """Check, lock, then clear out for a new run of `kind` (see the module docstring); yields the folder."""
     out = Path(out)
     check_new_run(out, kind, overwrite, replaceable)
     out.mkdir(parents=True, exist_ok=True)
     with run_lock(out):
         existing = check_new_run(out, kind, overwrite, replaceable)  # again, now that no other writer can change it
-        if kind in DEFERRED_REMOVAL:
-            before = {name: _identity(out / name) for name in existing}
-            yield out
-            stale = [name for name in existing if _identity(out / name) == before[name]]
-            remove_outputs(out, stale)
-            if existing:
-                print(f"note: --overwrite replaced {', '.join(existing)} in {out}", flush=True)
-            return
         remove_outputs(out, existing)
         if existing and set(existing) - set(replaceable):
             print(f"note: --overwrite removed {', '.join(existing)} from {out}", flush=True)
         yield out
-
-
-def _identity(path: Path) -> tuple[int, int] | None:
-    """(inode, mtime) of path, None if absent: a file written anew (atomically replaced) has another."""
-    try:
-        stat = os.stat(path, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns
 
 
 @contextlib.contextmanager

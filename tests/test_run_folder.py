@@ -144,20 +144,3 @@ def test_a_folder_that_cannot_be_written_is_one_line_for_eval(tmp_path, capsys, 
     monkeypatch.setattr(os, "open", read_only)
     line = helpers.usage_error(["eval", str(out)], capsys)
     assert "cannot create its lock file .lock (Read-only file system)" in line
-
-
-def test_sweep_overwrite_keeps_the_old_results_until_the_new_ones_are_written(tmp_path):
-    out = tmp_path / "sweep"
-    out.mkdir()
-    old = {name: f"old {name}" for name in ("sweep.csv", "sweep.png")}
-    for name, text in old.items():
-        (out / name).write_text(text)
-    (out / "run.json").write_text(json.dumps({"kind": "sweep", "seed": 0, "num_seeds": 1}))
-    with pytest.raises(KeyboardInterrupt):  # a sweep interrupted before it wrote its results
-        with run_folder.claim_run_folder(out, "sweep", overwrite=True):
-            raise KeyboardInterrupt
-    assert {name: (out / name).read_text() for name in old} == old
-    with run_folder.claim_run_folder(out, "sweep", overwrite=True):  # one that wrote only sweep.csv anew
-        (out / "sweep.csv").write_text("new")
-    assert (out / "sweep.csv").read_text() == "new" and not (out / "sweep.png").exists()
-    assert not (out / "run.json").exists()  # not written anew: the old run's record went with its results
