@@ -4,8 +4,8 @@ compilation cache for the session.
 Quick compilation: JAX's own switch for test suites, JAX_DISABLE_MOST_OPTIMIZATIONS=1 (XLA backend optimisation
 level 0, LLVM's expensive passes off). The tiny programs of the tests compile about 1.6x faster (a 4 x 16 CartPole
 training program: 1.8 s instead of 2.9 s on this project's quiet 2-core box) and run about as fast; every program
-computes the same functions, and bitwise comparisons between programs of the session hold as with the defaults. Tests whose
-time is spent running long trainings ask for the optimised build (the `optimized_compile` fixture);
+computes the same functions, and bitwise comparisons between programs of the session hold as with the defaults.
+Tests whose time is spent running long trainings ask for the optimised build (the `optimized_compile` fixture);
 JAXPPO_TEST_XLA_DEFAULTS=1 keeps JAX's defaults (what users run) for a whole session.
 
 Eight fake devices, of which the tests use at most four (devices to spare, as the README advises for vmapped
