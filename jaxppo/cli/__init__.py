@@ -38,25 +38,6 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-def _without_closed_loop_reports(hook):
-    """sys.excepthook that drops RuntimeError('Event loop is closed'), delegating everything else to hook.
-
-    When a checkpoint write fails (a full disk), the command ends with one line, but tensorstore's threads may still
-    finish writes afterwards and report each to the asyncio loop orbax has closed meanwhile; their C++ callbacks
-    print these errors through sys.excepthook, during or after the exit. Only that error is dropped, and only by
-    the command line (an application's choice; the library sets no process-wide hook). Idempotent."""
-    if getattr(hook, "jaxppo_drops_closed_loop_reports", False):
-        return hook
-
-    def excepthook(kind, value, traceback):
-        if issubclass(kind, RuntimeError) and str(value) == "Event loop is closed":
-            return
-        hook(kind, value, traceback)
-
-    excepthook.jaxppo_drops_closed_loop_reports = True
-    return excepthook
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `jaxppo` console script; returns the exit code."""
     import importlib
@@ -70,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"jaxppo {__version__}")
         return 0
-    sys.excepthook = _without_closed_loop_reports(sys.excepthook)
     # orbax's asyncio tasks that failed with the checkpoint (a full disk) are reported once more when collected,
     # possibly after the command's one line: jaxppo itself runs no asyncio code, so the command line mutes that logger
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
