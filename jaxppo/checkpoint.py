@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +32,8 @@ import numpy as np
 
 from jaxppo.config import IDENTITY, PPOConfig, fields_with
 from jaxppo.outputs import LAYOUT_FIELDS, config_to_dict
+
+T = TypeVar("T")
 
 IDENTITY_FIELDS = fields_with(PPOConfig, IDENTITY)
 """Config fields that fix the shapes of the saved state (listed first when a checkpoint is refused)."""
@@ -67,27 +69,73 @@ def _ocp():
     return ocp
 
 
+class _Reports:
+    """When the last background report a quiet window swallowed came (time.monotonic)."""
+
+    def __init__(self):
+        self.last = float("-inf")
+
+    def note(self, _args: Any = None) -> None:
+        import time
+
+        self.last = time.monotonic()
+
+
 @contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
+def _quiet_orbax() -> Iterator[_Reports]:
     """orbax logs routine events as WARNING and failures (a full disk, a damaged file) as ERROR through absl, and
     its asyncio helpers report the same failure again from their threads and event loops. The caller turns the
-    failure into one line, so none of this reaches the user's terminal during our calls."""
+    failure into one line, so none of this reaches the user's terminal during our calls (`_orbax_call`)."""
     import sys
     import threading
+    import warnings
 
     loggers = [logging.getLogger(name) for name in ("absl", "orbax", "asyncio", "jax._src.distributed")]
     levels = [logger.level for logger in loggers]
     hooks = (threading.excepthook, sys.unraisablehook)
+    reports = _Reports()
     for logger in loggers:
         logger.setLevel(logging.CRITICAL + 1)
-    threading.excepthook = lambda args: None
-    sys.unraisablehook = lambda args: None
+    threading.excepthook = reports.note
+    sys.unraisablehook = reports.note
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
+            yield reports
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
         threading.excepthook, sys.unraisablehook = hooks
+
+
+def _orbax_call(action: Callable[[], T], describe: Callable[[BaseException], str]) -> T:
+    """action() inside a quiet window; when it fails, CheckpointError(describe(error)) once orbax's abandoned
+    background work has reported and been collected, still inside the window.
+
+    When one tensorstore write (or read) fails, orbax closes the call's event loop at once while the other operations
+    of that checkpoint are still in flight; each then reports "Event loop is closed" to sys.unraisablehook as it
+    finishes, and the failed asyncio tasks, kept alive by the error's traceback, log "Task exception was never
+    retrieved" when collected. orbax keeps no handle on any of them, so the window drops the error, collects what it
+    kept alive, and waits until no report came for `_QUIET_S` seconds (at most `_DRAIN_LIMIT_S`) before it closes."""
+    import gc
+    import time
+
+    with _quiet_orbax() as reports:
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types
+            message = describe(error)
+        start = time.monotonic()
+        gc.collect()  # the error and its traceback are gone: the tasks and coroutines they held report now
+        while (time.monotonic() - start < _DRAIN_LIMIT_S
+               and time.monotonic() - max(reports.last, start) < _QUIET_S):
+            time.sleep(0.05)
+        gc.collect()
+    raise CheckpointError(message)
+
+
+_QUIET_S = 0.5
+_DRAIN_LIMIT_S = 20.0
 
 
 def to_saved(state: Any) -> Any:
@@ -160,14 +208,13 @@ class CheckpointStore:
                     "digest": _digest(self.identity), "shapes": shape_digest(saved)}
         record = {"config": config_to_dict(self.config), "step": int(step), "checksums": checksums(saved),
                   "identity": identity, **meta}
-        try:
-            with _quiet_orbax():
-                self._manager.save(int(step), args=ocp.args.Composite(
-                    state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(record)), force=True)
-                self._manager.wait_until_finished()
-        except Exception as error:  # noqa: BLE001 - a full disk or a size limit, as orbax / tensorstore report it
-            raise CheckpointError(f"checkpoint {self.directory / str(step)}: could not be written "
-                                  f"({_short(error)})") from None
+        def write() -> None:
+            self._manager.save(int(step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(saved), meta=ocp.args.JsonSave(record)), force=True)
+            self._manager.wait_until_finished()
+
+        _orbax_call(write, lambda error: f"checkpoint {self.directory / str(step)}: could not be written "
+                                         f"({_short(error)})")  # a full disk or a size limit
 
     def restore(self, step: int, template_state: Any) -> tuple[Any, dict[str, Any]]:
         """Read checkpoint `step` into the structure (and sharding) of template_state.
@@ -178,23 +225,17 @@ class CheckpointStore:
         """
         ocp = _ocp()
         where = self.directory / str(step)
-        try:
-            with _quiet_orbax():
-                meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        except Exception as error:  # orbax raises many types for damaged files
-            raise CheckpointError(f"checkpoint {where}: unreadable metadata ({_first_line(error)}); nothing was "
-                                  "changed") from None
+        meta = _orbax_call(
+            lambda: self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta,
+            lambda error: f"checkpoint {where}: unreadable metadata ({_first_line(error)}); nothing was changed")
         if not isinstance(meta, dict):
             raise CheckpointError(f"checkpoint {where}: damaged metadata; nothing was changed")
         template = jax.tree.map(_abstract, to_saved(template_state))
         self.check_identity(meta, where, template)
-        try:
-            with _quiet_orbax():
-                restored = self._manager.restore(step, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template))).state
-        except Exception as error:
-            raise CheckpointError(f"checkpoint {where}: unreadable state ({_first_line(error)}); nothing was "
-                                  "changed") from None
+        restored = _orbax_call(
+            lambda: self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template))).state,
+            lambda error: f"checkpoint {where}: unreadable state ({_first_line(error)}); nothing was changed")
         mismatched = [jax.tree_util.keystr(path) for path, got, want in _paired_leaves(restored, template)
                       if tuple(np.shape(got)) != tuple(want.shape) or got.dtype != want.dtype]
         if mismatched:

@@ -256,6 +256,53 @@ def test_nonfinite_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, 
     assert not (run / "summary.json").exists()
 
 
+def test_a_failed_orbax_call_waits_for_its_abandoned_background_work_inside_the_quiet_window(monkeypatch):
+    # What orbax leaves behind when one write of a save fails: operations still in flight that report through
+    # sys.unraisablehook when they finish (here a thread, 0.3 s later), and failed asyncio tasks kept alive by the
+    # error's traceback that log when collected. Neither may reach the user after the one-line error.
+    import asyncio
+    import logging
+    import threading
+
+    from jaxppo.checkpoint import CheckpointError, _orbax_call
+
+    reported = []  # what would reach the terminal (pytest replaces both default outlets with its own)
+    monkeypatch.setattr(sys, "unraisablehook", lambda args: reported.append(str(args.exc_value)))
+    handler = logging.Handler()
+    handler.emit = lambda record: reported.append(record.getMessage())
+    logging.getLogger("asyncio").addHandler(handler)
+
+    class LateReport:
+        def __del__(self):
+            raise RuntimeError("Event loop is closed")  # the interpreter reports it through sys.unraisablehook
+
+    def late_report():
+        time.sleep(0.3)
+        LateReport()
+
+    async def failed_write():
+        raise OSError("File too large")
+
+    def failing_save():
+        threading.Thread(target=late_report).start()
+        loop = asyncio.new_event_loop()
+        task = loop.create_task(failed_write())  # noqa: F841 - held by this frame, i.e. by the error's traceback
+        loop.run_until_complete(asyncio.sleep(0.01))
+        loop.close()
+        raise OSError("File too large")
+
+    try:
+        with pytest.raises(CheckpointError, match="could not be written: File too large"):
+            _orbax_call(failing_save, lambda error: f"could not be written: {error}")
+        time.sleep(0.5)
+        import gc
+
+        gc.collect()
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    assert reported == []
+
+
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_older_checkpoint(tmp_path):
     # A file size limit (ulimit -f; SIGXFSZ ignored, so writes fail with EFBIG as on a full disk) while the
     # checkpoint of update 8 is written: one line, exit 1, no orbax / asyncio noise; update 4 stays the resume point.

@@ -10,7 +10,6 @@ entry point, and off with --no-compile-cache (anywhere on the command line) or J
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from jaxppo.cli.flags import EXIT_USAGE, UsageError
@@ -51,9 +50,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"jaxppo {__version__}")
         return 0
-    # orbax's asyncio tasks that failed with the checkpoint (a full disk) are reported once more when collected,
-    # possibly after the command's one line: jaxppo itself runs no asyncio code, so the command line mutes that logger
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     no_cache = DISABLE_FLAG in argv
     argv = [arg for arg in argv if arg != DISABLE_FLAG]
     try:
