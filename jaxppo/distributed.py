@@ -16,6 +16,7 @@ with `lax.pmean`. `tests/test_distributed.py` pins this against a single-device 
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any, Callable
 
 import jax
@@ -23,6 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxppo.collectives import DEVICE_AXIS
+from jaxppo.peer_watch import PeerWatch
 
 FAKE_DEVICES_HINT = ("on CPU, fake more with XLA_FLAGS=--xla_force_host_platform_device_count=N set before jax is "
                      "imported")
@@ -57,7 +59,7 @@ def map_over_devices(fn: Callable, mesh: Mesh, in_specs: Any, out_specs: Any) ->
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
-               timeout_seconds: int = 300) -> None:
+               timeout_seconds: int = 300, on_lost: Callable[[str], None] | None = None) -> PeerWatch | None:
     """Join a multi-host run through JAX's distributed runtime (`jax.distributed.initialize`).
 
     With all three of coordinator ("HOST:PORT"), num_processes and process_id given, they are used as they are;
@@ -65,33 +67,75 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     bounds both the wait for all processes at start-up and the detection of a dead peer (heartbeat), so a
     missing or crashed process makes the others fail instead of hanging. With explicit arguments, `rendezvous`
     runs first: a missing or duplicate process is then a ValueError naming it (JAX's runtime would abort the
-    process natively).
+    process natively), and a `PeerWatch` over the processes is returned, started: a process lost later (killed,
+    crashed, frozen) makes every other one call `on_lost` with one line naming it (default: print it and exit 1,
+    `peer_watch.exit_on_lost`) before JAX's runtime would abort them. The watch says goodbye at interpreter exit;
+    call its `close(ok=False)` first when this process ends with an error. Detected clusters get the same when
+    JAX's detection yields all three values (SLURM does); None with one process.
     """
+    import atexit
+
+    from jaxppo.peer_watch import exit_on_lost
+
     check_cluster_args(coordinator, num_processes, process_id)
+    if coordinator is None:
+        coordinator, num_processes, process_id = _detected_params(timeout_seconds)
+    connections = {}
     if coordinator is not None and num_processes > 1:
-        rendezvous(coordinator, num_processes, process_id, timeout_seconds)
+        connections = rendezvous(coordinator, num_processes, process_id, timeout_seconds)
     # Cross-process collectives on CPU (tests, CPU clusters); no effect on GPU/TPU. Must precede backend start-up.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-        initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
-        shutdown_timeout_seconds=timeout_seconds,
-    )
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
+            initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
+            shutdown_timeout_seconds=timeout_seconds,
+        )
+    except BaseException:
+        for conn in connections.values():
+            conn.close()
+        raise
+    if not connections:
+        return None
+    # below JAX's heartbeat timeout, so that the watch speaks before the runtime aborts
+    silence_limit = max(2.0, 0.8 * timeout_seconds)
+    watch = PeerWatch(process_id, num_processes, connections, silence_limit, on_lost or exit_on_lost,
+                      interval=min(1.0, silence_limit / 4)).start()
+    atexit.register(watch.close)
+    return watch
 
 
-def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_seconds: float) -> None:
+def _detected_params(timeout_seconds: int) -> tuple[str | None, int | None, int | None]:
+    """(coordinator, num_processes, process_id) as JAX's cluster detection finds them, or Nones (then
+    `jax.distributed.initialize` detects by itself, without a rendezvous or watch)."""
+    try:
+        from jax._src.clusters import ClusterEnv
+
+        coordinator, num_processes, process_id, _ = ClusterEnv.auto_detect_unset_distributed_params(
+            None, None, None, None, None, timeout_seconds)
+    except Exception:  # noqa: BLE001 - no cluster, or a JAX version without this helper
+        return None, None, None
+    if coordinator is None or num_processes is None or process_id is None or ":" not in str(coordinator):
+        return None, None, None
+    return str(coordinator), int(num_processes), int(process_id)
+
+
+def rendezvous(coordinator: str, num_processes: int, process_id: int,
+               timeout_seconds: float) -> dict[int, socket.socket]:
     """Every process checks in with process 0 over one plain TCP connection on the coordinator's port, before JAX's
     runtime starts there. Returns when all num_processes processes, each with its own id, have checked in;
-    ValueError naming the missing or duplicate process ids otherwise (within timeout_seconds)."""
-    import socket
+    ValueError naming the missing or duplicate process ids otherwise (within timeout_seconds).
+
+    Returns the connections a `PeerWatch` runs on, {peer id: socket}: process 0 one per other process, the others
+    one to process 0. They use a second port process 0 picks and announces in its go-ahead (`go PORT`), so that
+    the coordinator's port is free again for JAX's runtime."""
     import time
 
     host, _, port = coordinator.rpartition(":")
     deadline = time.monotonic() + timeout_seconds
     hello = f"jaxppo {process_id} {num_processes}\n".encode()
     if process_id == 0:
-        _gather_peers(int(port), num_processes, deadline, timeout_seconds)
-        return
+        return _gather_peers(int(port), num_processes, deadline, timeout_seconds)
     while True:  # process 0 may start later: try until the deadline
         try:
             conn = socket.create_connection((host, int(port)), timeout=max(0.1, deadline - time.monotonic()))
@@ -109,8 +153,8 @@ def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_se
             reply = conn.makefile().readline().strip()
         except OSError:
             reply = ""
-    if reply == "go":
-        return
+    if reply.startswith("go "):
+        return _join_watch(host, int(reply.split()[1]), process_id, deadline, timeout_seconds)
     if reply.startswith("duplicate"):
         raise ValueError(f"--process-id {process_id}: another process joined as process {process_id}; give every "
                          "process its own --process-id")
@@ -120,9 +164,9 @@ def rendezvous(coordinator: str, num_processes: int, process_id: int, timeout_se
                      f"as --process-id {process_id}, or something else on that port?)")
 
 
-def _gather_peers(port: int, num_processes: int, deadline: float, timeout_seconds: float) -> None:
-    """Process 0's side of rendezvous: accept every other process once, then tell them all to go (or why not)."""
-    import socket
+def _gather_peers(port: int, num_processes: int, deadline: float, timeout_seconds: float) -> dict[int, socket.socket]:
+    """Process 0's side of rendezvous: accept every other process once, then tell them all to go (or why not), and
+    accept their watch connections on a port of its choosing."""
     import time
 
     try:
@@ -132,6 +176,8 @@ def _gather_peers(port: int, num_processes: int, deadline: float, timeout_second
                          "run (or another program) using it?") from None
     joined: dict[int, socket.socket] = {}
     problem = None
+    watch_server = socket.create_server(("", 0))
+    go = f"go {watch_server.getsockname()[1]}\n".encode()
     with server:
         while len(joined) < num_processes - 1 and problem is None:
             server.settimeout(max(0.01, deadline - time.monotonic()))
@@ -164,10 +210,54 @@ def _gather_peers(port: int, num_processes: int, deadline: float, timeout_second
         for conn in joined.values():
             with conn:
                 with contextlib.suppress(OSError):
-                    conn.sendall(b"go\n" if problem is None else f"abort {problem}\n".encode())
+                    conn.sendall(go if problem is None else f"abort {problem}\n".encode())
                     conn.recv(1)  # the peer closes first, so the port is free again for JAX's runtime
-    if problem is not None:
-        raise ValueError(f"process 0: {problem}")
+    with watch_server:
+        if problem is not None:
+            raise ValueError(f"process 0: {problem}")
+        return _accept_watchers(watch_server, num_processes, deadline, timeout_seconds)
+
+
+def _accept_watchers(server: socket.socket, num_processes: int, deadline: float,
+                     timeout_seconds: float) -> dict[int, socket.socket]:
+    """Process 0: one watch connection from every other process (each says `watch ID`)."""
+    import time
+
+    watchers: dict[int, socket.socket] = {}
+    while len(watchers) < num_processes - 1:
+        server.settimeout(max(0.01, deadline + 10 - time.monotonic()))
+        try:
+            conn, _ = server.accept()
+            conn.settimeout(5)
+            words = conn.makefile().readline().split()
+            peer = int(words[1]) if len(words) == 2 and words[0] == "watch" else -1
+        except (socket.timeout, OSError, ValueError):
+            break
+        if 0 < peer < num_processes and peer not in watchers:
+            watchers[peer] = conn
+        else:
+            conn.close()
+    missing = sorted(set(range(1, num_processes)) - set(watchers))
+    if missing:
+        for conn in watchers.values():
+            conn.close()
+        raise ValueError(f"process 0: process(es) {', '.join(map(str, missing))} checked in but did not open their "
+                         f"watch connection within {timeout_seconds:g}s (a firewall between the hosts?)")
+    return watchers
+
+
+def _join_watch(host: str, port: int, process_id: int, deadline: float,
+                timeout_seconds: float) -> dict[int, socket.socket]:
+    """A process other than 0: open its watch connection to process 0 (see rendezvous)."""
+    import time
+
+    try:
+        conn = socket.create_connection((host, port), timeout=max(1.0, deadline + 10 - time.monotonic()))
+        conn.sendall(f"watch {process_id}\n".encode())
+    except OSError as error:
+        raise ValueError(f"process {process_id}: cannot open the watch connection to process 0 at {host}:{port} "
+                         f"({error.strerror or error}; a firewall between the hosts?)") from None
+    return {0: conn}
 
 
 def detected_cluster() -> str | None:

@@ -14,7 +14,7 @@ import dataclasses
 import tyro
 
 from jaxppo.cli.flags import UsageError, as_flag_error, flags_given, parse_with_config, to_config
-from jaxppo.cli.train import TrainArgs, _check_devices, _check_flags, _join_cluster, _report
+from jaxppo.cli.train import TrainArgs, _check_devices, _check_flags, _report, run_in_cluster
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +70,10 @@ def run(argv: list[str]) -> int:
         raise UsageError(f"--resume {args.resume}: continue a PBT run with `jaxppo train --resume DIR`")
     if "num_seeds" in flags_given(argv):
         raise UsageError("--num-seeds: a PBT run's members are its seeds; use --population N")
-    _join_cluster(args)
+    return run_in_cluster(args, lambda: _run_population(args, preset))
+
+
+def _run_population(args: PBTArgs, preset: str | None) -> int:
     from jaxppo import runner
     from jaxppo.pbt import PBTConfig
     from jaxppo.population import Population

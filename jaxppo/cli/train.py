@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import tyro
 
@@ -90,22 +90,30 @@ def description() -> str:
             f"{', '.join(p + '/<name>' for p in SUITES)} (pip install -e \".[envs]\").")
 
 
-def _join_cluster(args: TrainArgs) -> None:
+def _join_cluster(args: TrainArgs):
+    """Join the multi-process run the flags (or the scheduler) describe; returns the run's PeerWatch or None."""
     from jaxppo.distributed import check_cluster_args, detected_cluster, initialize
+    from jaxppo.peer_watch import exit_on_lost
+
+    folder = args.resume if args.resume not in (None, AUTO) else args.out
+    advice = (f"start every process again with the same command and --resume {args.resume or 'auto'} to continue "
+              f"from the last complete checkpoint in {folder}")
+
+    def on_lost(description: str) -> None:
+        exit_on_lost(description, advice)
 
     explicit = any(v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     if not explicit:
         if args.cluster == "off" or (args.cluster == "auto" and detected_cluster() is None):
-            return
+            return None
         print(f"jaxppo: joining the {detected_cluster() or 'detected'} cluster through JAX's detection (timeout "
               f"{args.timeout}s)", file=sys.stderr, flush=True)
         try:
-            initialize(timeout_seconds=args.timeout)
+            return initialize(timeout_seconds=args.timeout, on_lost=on_lost)
         except Exception as error:  # noqa: BLE001 - the runtime's errors become one line
             lines = str(error).strip().splitlines()
             raise UsageError(f"could not join the cluster: {lines[0][:300] if lines else type(error).__name__}",
                              exit_code=EXIT_FAILED) from None
-        return
 
     try:
         check_cluster_args(args.coordinator, args.num_processes, args.process_id)
@@ -115,7 +123,8 @@ def _join_cluster(args: TrainArgs) -> None:
           f"(timeout {args.timeout}s; a peer that stops answering for that long ends the run)", file=sys.stderr,
           flush=True)
     try:
-        initialize(args.coordinator, args.num_processes, args.process_id, timeout_seconds=args.timeout)
+        return initialize(args.coordinator, args.num_processes, args.process_id, timeout_seconds=args.timeout,
+                          on_lost=on_lost)
     except ValueError as error:
         raise UsageError(str(error)) from None
     except Exception as error:  # the runtime's own errors: timeouts, refused connections, duplicate ids
@@ -160,7 +169,26 @@ def _check_flags(args: TrainArgs, argv: list[str]) -> None:
 def run(argv: list[str]) -> int:
     args, preset = parse_with_config(TrainArgs, argv, "jaxppo train", description())
     _check_flags(args, argv)
-    _join_cluster(args)
+    return run_in_cluster(args, lambda: _train(args, preset, argv))
+
+
+def run_in_cluster(args: TrainArgs, body: Callable[[], int]) -> int:
+    """Join the multi-process run the flags describe (if any), run body, and say goodbye to the other processes:
+    a normal end (exit code 0, or 130 after Ctrl-C with a checkpoint) or a failure, which ends them too with one
+    line instead of leaving them in a collective that never completes. Returns body's exit code."""
+    watch = _join_cluster(args)
+    if watch is None:
+        return body()
+    try:
+        code = body()
+    except BaseException:
+        watch.close(ok=False)
+        raise
+    watch.close(ok=code in (0, 130))
+    return code
+
+
+def _train(args: TrainArgs, preset: str | None, argv: list[str]) -> int:
     from jaxppo import runner
 
     auto = args.resume == AUTO
