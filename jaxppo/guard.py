@@ -36,9 +36,16 @@ def find_nonfinite(metrics: dict[str, np.ndarray], loss_names: list[str], first_
     return None
 
 
+@jax.jit
+def _finite_leaves(params: Any) -> Any:
+    """params -> the same tree of bool scalars, each True when its array holds no NaN/Inf: one program per tree
+    structure (leaf by leaf would compile and dispatch two small programs per array)."""
+    return jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params)
+
+
 def nonfinite_params(params: Any, after_update: int) -> str | None:
     """A message naming the first parameter array holding NaN/Inf (reduced on the device), else None."""
-    finite = host_tree(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), params))
+    finite = host_tree(_finite_leaves(params))
     for path, leaf in jax.tree_util.tree_flatten_with_path(finite)[0]:
         if not np.all(leaf):
             return f"non-finite parameters {jax.tree_util.keystr(path)} after update {after_update}"

@@ -303,6 +303,7 @@ def test_a_failed_orbax_call_waits_for_its_abandoned_background_work_inside_the_
     assert reported == []
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_older_checkpoint(tmp_path):
     # A file size limit (ulimit -f; SIGXFSZ ignored, so writes fail with EFBIG as on a full disk) while the
     # checkpoint of update 8 is written: one line, exit 1, no orbax / asyncio noise; update 4 stays the resume point.

@@ -199,6 +199,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_single_process_four_devices(tmp_path):
     port = _free_port()
     outs = [tmp_path / f"p{i}.npz" for i in range(2)]

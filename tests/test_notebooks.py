@@ -83,6 +83,7 @@ def test_quickstart_notebook(kernel_spec_manager, monkeypatch):
     assert count_images(nb) == 2  # learning curve, 16-seed mean +- std
 
 
+@pytest.mark.slow
 def test_distributed_notebook(kernel_spec_manager, monkeypatch):
     nb, text = execute("distributed.ipynb", kernel_spec_manager, monkeypatch)
     assert "8 local devices" in text
