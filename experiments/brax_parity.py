@@ -69,30 +69,29 @@ BRAX_DISTRIBUTION = dict(distribution="tanh_gaussian", scale_type="state_depende
                          min_scale=1e-3, init_scale=math.log(2.0))
 """Brax's NormalTanhDistribution: sigma = softplus(network output) + 0.001, starting near softplus(0) = log 2."""
 BRAX_SIZES = dict(actor_hidden_sizes=(32,) * 4, critic_hidden_sizes=(256,) * 5)
-BRAX_REWARD = dict(normalize_rewards=False)  # + the env's rewards x 10 (RewardScaled), Brax's reward_scaling
+BRAX_REWARD = dict(normalize_rewards=False, reward_scale=10.0)  # Brax's reward_scaling
 NO_VALUE_CLIP = dict(clip_value_loss=False)
 
-VARIANTS: dict[str, tuple[dict[str, Any], float]] = {
-    # name: (PPOConfig fields over jaxppo_base, reward scale applied by a wrapper)
+VARIANTS: dict[str, dict[str, Any]] = {
+    # name: PPOConfig fields over jaxppo_base
     # The mapping the issue measured (the old brax presets): one 256x256 SiLU MLP per branch, Gaussian with a
     # state-independent log-std, reward normalisation, value clipping, grad norm 0.5.
-    "jaxppo-preset": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True), 1.0),
+    "jaxppo-preset": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True),
     # One factor of Brax's setup at a time, on top of jaxppo-preset:
-    "jaxppo-tanh": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **BRAX_DISTRIBUTION),
-                    1.0),
-    "jaxppo-sizes": (dict(activation="silu", normalize_rewards=True, **BRAX_SIZES), 1.0),
-    "jaxppo-rewardscale": (dict(hidden_sizes=(256, 256), activation="silu", **BRAX_REWARD), 10.0),
-    "jaxppo-noclip": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **NO_VALUE_CLIP), 1.0),
-    "jaxppo-noent": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0), 1.0),
-    "jaxppo-noadvnorm": (dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
-                              normalize_advantages=False), 1.0),
-    # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm), the
-    # fixed reward scale through an env wrapper of this script.
-    "jaxppo-braxlike": (dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
-                             **BRAX_REWARD, **NO_VALUE_CLIP), 10.0),
-    # The same with reward normalisation instead of the fixed scale: what PPOConfig alone can express (a preset).
-    "jaxppo-braxnorm": (dict(activation="silu", max_grad_norm=1e6, normalize_rewards=True, **BRAX_DISTRIBUTION,
-                             **BRAX_SIZES, **NO_VALUE_CLIP), 1.0),
+    "jaxppo-tanh": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **BRAX_DISTRIBUTION),
+    "jaxppo-sizes": dict(activation="silu", normalize_rewards=True, **BRAX_SIZES),
+    "jaxppo-rewardscale": dict(hidden_sizes=(256, 256), activation="silu", **BRAX_REWARD),
+    "jaxppo-noclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **NO_VALUE_CLIP),
+    "jaxppo-noent": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0),
+    "jaxppo-noadvnorm": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                             normalize_advantages=False),
+    # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
+    # fixed reward scale x 10).
+    "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
+                            **BRAX_REWARD, **NO_VALUE_CLIP),
+    # The same with reward normalisation instead of the fixed scale.
+    "jaxppo-braxnorm": dict(activation="silu", max_grad_norm=1e6, normalize_rewards=True, **BRAX_DISTRIBUTION,
+                            **BRAX_SIZES, **NO_VALUE_CLIP),
 }
 
 
@@ -144,28 +143,13 @@ def run_brax(scale: str, task: str, backend: str | None, epochs: int, per_epoch:
 
 
 # ------------------------------------------------------------------------------------------------- jaxppo
-class RewardScaled:
-    """A jaxppo env adapter whose rewards are the inner adapter's times `scale` (Brax's fixed reward_scaling)."""
-
-    def __init__(self, inner: Any, scale: float):
-        self.inner, self.scale, self.spec, self.name = inner, scale, inner.spec, inner.name
-
-    def reset(self, key):
-        return self.inner.reset(key)
-
-    def step(self, key, state, action):
-        state, step = self.inner.step(key, state, action)
-        return state, step._replace(reward=step.reward * self.scale)
-
-
 def jaxppo_config(variant: str, scale: str, task: str, backend: str | None, updates: int):
-    """The PPOConfig of a variant (env 'custom' where a reward-scaling wrapper is used) and its reward scale."""
+    """The PPOConfig of a variant."""
     from jaxppo import PPOConfig
 
-    fields, reward_scale = VARIANTS[variant]
     env_id = f"brax/{task}" + (f"@{backend}" if backend else "")
-    return PPOConfig(env=env_id if reward_scale == 1.0 else "custom", total_timesteps=updates * steps_per_update(scale),
-                     **{**jaxppo_base(scale), **fields}), reward_scale
+    return PPOConfig(env=env_id, total_timesteps=updates * steps_per_update(scale),
+                     **{**jaxppo_base(scale), **VARIANTS[variant]})
 
 
 def run_jaxppo(variant: str, scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
@@ -174,19 +158,14 @@ def run_jaxppo(variant: str, scale: str, task: str, backend: str | None, epochs:
     import jax
 
     from jaxppo import HParams, make_evaluate
-    from jaxppo.envs.brax_env import BraxEnv
     from jaxppo.train import make_train_parts
 
-    config, reward_scale = jaxppo_config(variant, scale, task, backend, epochs * per_epoch)
-    inner = BraxEnv(task, backend)
-    env = RewardScaled(inner, reward_scale) if reward_scale != 1.0 else inner
-    parts = make_train_parts(config, env=env if reward_scale != 1.0 else None)
+    config = jaxppo_config(variant, scale, task, backend, epochs * per_epoch)
+    parts = make_train_parts(config)
     state = jax.jit(parts.init)(jax.random.key(seed), HParams.from_config(config))
     run = jax.jit(lambda s: parts.run(s, per_epoch)).lower(state).compile()
     steps = per_epoch * config.batch_size
-    # The unscaled env for evaluation; an instance only where the config is env='custom' (the reward wrapper).
-    evaluate = jax.jit(make_evaluate(config, EVAL_EPISODES, deterministic=False,
-                                     env=inner if reward_scale != 1.0 else None))
+    evaluate = jax.jit(make_evaluate(config, EVAL_EPISODES, deterministic=False))  # raw (unscaled) returns
     eval_key = jax.random.key(10_000 + seed)
 
     def eval_return(state, index: int) -> float:

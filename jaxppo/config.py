@@ -144,6 +144,9 @@ class PPOConfig:
     """Clip range of normalised observations."""
     reward_clip: float = 10.0
     """Clip range of scaled rewards."""
+    reward_scale: float = 1.0
+    """Fixed factor on the reward the agent learns from (after normalize_rewards when both are on), as Brax's PPO
+    `reward_scaling`; episode returns are reported unscaled."""
     hidden_sizes: tuple[int, ...] = field((64, 64), IDENTITY)
     """Hidden layer widths of the actor and of the critic MLP."""
     activation: str = field("tanh", IDENTITY)
@@ -302,7 +305,7 @@ class PPOConfig:
                      "normalize_rewards"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False")
-        for name in ("lr", "clip_eps", "max_grad_norm", "adam_eps", "obs_clip", "reward_clip"):
+        for name in ("lr", "clip_eps", "max_grad_norm", "adam_eps", "obs_clip", "reward_clip", "reward_scale"):
             _check_number(name, getattr(self, name), low=0.0, low_inclusive=False)
         for name in ("ent_coef", "vf_coef"):
             _check_number(name, getattr(self, name), low=0.0)

@@ -46,7 +46,7 @@ class Transition:
     action: jax.Array  # int32 [T, B] or float32 [T, B, D], unclipped policy sample
     log_prob: jax.Array  # float32 [T, B] log pi_old(action | obs)
     value: jax.Array  # float32 [T, B] V_old(obs)
-    reward: jax.Array  # float32 [T, B] reward used for learning (scaled if normalize_rewards)
+    reward: jax.Array  # float32 [T, B] reward used for learning (normalised / times reward_scale when set)
     terminated: jax.Array  # bool [T, B]
     truncated: jax.Array  # bool [T, B] (never together with terminated)
     bootstrap_value: jax.Array  # float32 [T, B] V_old(final obs, carry before the reset) where truncated, else 0
@@ -117,6 +117,8 @@ def env_step(agent: Agent, params, carry: EnvCarry, tally: EpisodeTally, noise: 
     if config.normalize_rewards:
         discounted_return = carry.discounted_return * gamma + step.reward
         reward = scale_reward(normalizers.reward, step.reward, config.reward_clip)
+    if config.reward_scale != 1.0:
+        reward = reward * jnp.float32(config.reward_scale)
     episodes, tally = track_episodes(carry.episodes, tally, step.reward, done)
     invalid = None
     if step.action_mask is not None:

@@ -69,6 +69,24 @@ def test_scaled_rewards_for_learning_raw_returns_in_episode_statistics():
     np.testing.assert_allclose(np.asarray(traj.discounted_return)[:, 0], [0.0, 1.0] * 3, rtol=1e-6)
 
 
+def test_a_fixed_reward_scale_multiplies_the_learning_reward_only():
+    env = probe_envs.TwoStepDiscount()  # rewards 0 then 1, episodes of 2 steps
+    base = dict(env="custom", num_envs=2, num_steps=6, total_timesteps=12, num_minibatches=1)
+    plain = jaxppo.PPOConfig(**base, reward_scale=10.0)
+    agent, params, carry, ids = _setup(plain, env)
+    _, traj, tally = rollout(agent, params, carry, jax.random.key(2), ids, init_normalizers((1,)), 0.9)
+    np.testing.assert_array_equal(np.asarray(traj.reward), np.tile([[0.0], [10.0]], (3, 2)))  # 10 x (0, 1)
+    assert float(tally.return_sum) / float(tally.count) == 1.0  # reported returns stay unscaled
+    # With reward normalisation the scale applies after it (Brax's order: scaling of the reward learnt from):
+    # 10 x 1 / sqrt(4) = 5.
+    both = jaxppo.PPOConfig(**base, reward_scale=10.0, normalize_rewards=True)
+    agent, params, carry, ids = _setup(both, env)
+    normalizers = Normalizers(obs=init_moments((1,)), reward=RunningMoments(jnp.asarray(0.0), jnp.asarray(4.0),
+                                                                           jnp.asarray(10.0)))
+    _, traj, _ = rollout(agent, params, carry, jax.random.key(2), ids, normalizers, 0.9)
+    np.testing.assert_allclose(np.asarray(traj.reward)[1::2], 5.0, rtol=1e-6)
+
+
 def test_randomness_depends_on_the_global_env_index_only():
     config = jaxppo.PPOConfig(num_envs=4, num_steps=16, total_timesteps=64, num_minibatches=1)
     agent, params, _, ids = _setup(config)
