@@ -82,6 +82,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-sizes": dict(activation="silu", normalize_rewards=True, **BRAX_SIZES),
     "jaxppo-rewardscale": dict(hidden_sizes=(256, 256), activation="silu", **BRAX_REWARD),
     "jaxppo-noclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, **NO_VALUE_CLIP),
+    "jaxppo-nogradclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, max_grad_norm=1e6),
     "jaxppo-noent": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0),
     "jaxppo-noadvnorm": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                              normalize_advantages=False),
