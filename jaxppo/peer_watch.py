@@ -12,7 +12,8 @@ process (a star), each side sends a heartbeat every `interval` seconds from a da
 - process 0 first forwards that news to the other processes (`lost K`), so each of them names the lost process,
   not process 0;
 - `close(ok)` says goodbye: `bye` after a normal end (a process that finished, or stopped on a pre-emption signal,
-  is not lost), `failed` after an error (the others then stop too instead of waiting in a collective).
+  is not lost), `failed` after an error (the others then stop too instead of waiting in a collective, unless they
+  close themselves within `failure_grace` seconds: then each reports its own error).
 
 Line protocol, one ASCII line per message: `.` (heartbeat), `bye`, `failed`, `lost K REASON` (from process 0).
 `on_lost` runs on a watch thread while the main thread may be blocked in a collective that will never complete,
@@ -41,16 +42,19 @@ class PeerWatch:
         silence_limit: seconds without any message after which a peer counts as lost.
         on_lost: called once with one line (e.g. "process 1 of 2 was lost: its connection closed ...").
         interval: seconds between heartbeats.
+        failure_grace: seconds a peer's `failed` waits for this process's own close() before it is reported.
     """
 
     def __init__(self, process_id: int, num_processes: int, connections: dict[int, socket.socket],
-                 silence_limit: float, on_lost: Callable[[str], None], interval: float = 1.0):
+                 silence_limit: float, on_lost: Callable[[str], None], interval: float = 1.0,
+                 failure_grace: float = 2.0):
         self.process_id = process_id
         self.num_processes = num_processes
         self.connections = dict(connections)
         self.silence_limit = float(silence_limit)
         self.on_lost = on_lost
         self.interval = float(interval)
+        self.failure_grace = float(failure_grace)
         self._done = threading.Event()
         self._lost_once = threading.Lock()
         self._send_lock = threading.Lock()
@@ -113,7 +117,10 @@ class PeerWatch:
                 if line == BYE.strip():
                     return  # that peer ended normally: nothing more to watch on this connection
                 if line == FAILED.strip():
-                    self._lost(peer, "it stopped with an error (see its output)")
+                    # Often this process is failing for the same reason at the same moment (e.g. settings that
+                    # differ between processes): its own close() within the grace period lets it say why itself.
+                    if not self._done.wait(self.failure_grace):
+                        self._lost(peer, "it stopped with an error (see its output)")
                     return
                 if line.startswith(b"lost "):  # process 0 names another lost process
                     words = line.decode(errors="replace").split(" ", 2)

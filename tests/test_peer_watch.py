@@ -12,9 +12,10 @@ import pytest
 from jaxppo.peer_watch import PeerWatch
 
 
-def _watch(process_id, num_processes, connections, silence_limit=5.0):
+def _watch(process_id, num_processes, connections, silence_limit=5.0, failure_grace=0.2):
     lost: queue.Queue[str] = queue.Queue()
-    watch = PeerWatch(process_id, num_processes, connections, silence_limit, lost.put, interval=0.05).start()
+    watch = PeerWatch(process_id, num_processes, connections, silence_limit, lost.put, interval=0.05,
+                      failure_grace=failure_grace).start()
     return watch, lost
 
 
@@ -61,6 +62,17 @@ def test_a_goodbye_is_not_a_loss_and_a_failure_is():
     b_peer.sendall(b"failed\n")
     assert lost.get(timeout=5) == "process 2 of 3 was lost: it stopped with an error (see its output)"
     watch.close()
+
+
+def test_a_peer_failure_is_not_reported_when_this_process_fails_too_within_the_grace():
+    # Both processes fail at once (e.g. settings that differ): each says its own error, not "process K failed".
+    mine, theirs = socket.socketpair()
+    watch, lost = _watch(1, 2, {0: mine}, failure_grace=1.0)
+    theirs.sendall(b"failed\n")
+    time.sleep(0.2)
+    watch.close(ok=False)  # this process's own error path
+    with pytest.raises(queue.Empty):
+        lost.get(timeout=1.5)
 
 
 def test_process_0_forwards_the_lost_process_to_the_others_who_name_it():
