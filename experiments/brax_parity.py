@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
-CSV_PATH = RESULTS / "brax_parity.csv"
+DEFAULT_STEM = "brax_parity"
+"""experiments/results/<stem>.csv, .md and .png; `--results STEM` keeps a separate sweep (e.g. another hour) apart."""
 FIELDS = ["trainer", "scale", "task", "backend", "seed", "epoch", "env_steps", "eval_return", "train_seconds", "sps"]
 
 BRAX_PPO = dict(num_updates_per_batch=4, unroll_length=5, discounting=0.97, gae_lambda=0.95, learning_rate=3e-4,
@@ -193,10 +194,11 @@ def run_trainer(trainer: str, scale: str, task: str, backend: str | None, epochs
     return run_jaxppo(trainer, scale, task, backend, epochs, per_epoch, seed)
 
 
-def append_rows(rows: list[dict[str, Any]]) -> None:
+def append_rows(rows: list[dict[str, Any]], stem: str = DEFAULT_STEM) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    new = not CSV_PATH.exists()
-    with CSV_PATH.open("a", newline="") as handle:
+    csv_path = RESULTS / f"{stem}.csv"
+    new = not csv_path.exists()
+    with csv_path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, FIELDS)
         if new:
             writer.writeheader()
@@ -212,7 +214,7 @@ def command_run(args: argparse.Namespace) -> None:
             for row in rows:
                 row.update(trainer=trainer, scale=args.scale, task=args.task, backend=args.backend or "default",
                            seed=seed)
-            append_rows(rows)
+            append_rows(rows, args.results)
             print(f"{trainer} {args.task} seed {seed}: eval {[round(r['eval_return'], 1) for r in rows]} "
                   f"steady sps {steady_sps(rows):.0f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
@@ -234,7 +236,7 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def command_report(args: argparse.Namespace) -> None:
-    with CSV_PATH.open() as handle:
+    with (RESULTS / f"{args.results}.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     groups: dict[tuple[str, str, str], dict[int, list[dict[str, Any]]]] = {}
     for row in rows:
@@ -269,12 +271,12 @@ def command_report(args: argparse.Namespace) -> None:
         lines.append(f"| {task} | {trainer} | {len(returns)} | {steps[-1]:,} | {curve} | {pm(mean[-1], se[-1], '.0f')} | "
                      f"{pm(sps_mean, sps_se, ',.0f')} | {reach} |")
     table = "\n".join(lines) + "\n"
-    (RESULTS / "brax_parity.md").write_text(table)
+    (RESULTS / f"{args.results}.md").write_text(table)
     print(table)
-    _plot(curves)
+    _plot(curves, RESULTS / f"{args.results}.png")
 
 
-def _plot(curves) -> None:
+def _plot(curves, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,7 +293,7 @@ def _plot(curves) -> None:
         ax.set_ylabel("eval return (128 stochastic episodes)")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "brax_parity.png", dpi=110)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -306,7 +308,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--trainers", nargs="+", default=["brax", "jaxppo-preset"],
                      choices=["brax", *VARIANTS])
-    sub.add_parser("report", help="table (brax_parity.md) and curves (brax_parity.png) from the CSV")
+    report = sub.add_parser("report", help="table (brax_parity.md) and curves (brax_parity.png) from the CSV")
+    for command in (run, report):
+        command.add_argument("--results", default=DEFAULT_STEM, help="file stem in experiments/results/")
     args = parser.parse_args(argv)
     {"run": command_run, "report": command_report}[args.command](args)
 
