@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxppo.collectives import DEVICE_AXIS
-from jaxppo.peer_watch import PeerWatch
+from jaxppo.peer_watch import PeerWatch, exit_on_lost
 
 FAKE_DEVICES_HINT = ("on CPU, fake more with XLA_FLAGS=--xla_force_host_platform_device_count=N set before jax is "
                      "imported")
@@ -74,8 +74,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     JAX's detection yields all three values (SLURM does); None with one process.
     """
     import atexit
-
-    from jaxppo.peer_watch import exit_on_lost
 
     check_cluster_args(coordinator, num_processes, process_id)
     if coordinator is None:
