@@ -155,7 +155,8 @@ class PPOConfig:
     """Torso: mlp (vector obs), cnn (HxWxC image obs, e.g. MinAtar), or auto (by observation rank)."""
     memory: str = field("none", IDENTITY)
     """Recurrent core after the torso (jaxppo.memory, reset where an episode ended): none (feed-forward), gru, or
-    lru (a gated linear recurrence applied with a parallel associative scan over time)."""
+    lru (a diagonal linear recurrence with learned per-channel decays, evaluated over a sequence by one scan:
+    parallel (associative) on accelerators, sequential on the CPU)."""
     memory_size: int = field(128, IDENTITY)
     """Width of the memory core's carry (memory='gru' or 'lru')."""
     init_log_std: float | None = None

@@ -12,18 +12,21 @@ ResetGRU (memory="gru"): flax's GRUCell equations,
 The input projections of all T steps are one matmul before the time loop; only h @ W_h runs inside it, and the
 backward pass is written by hand (`gru_sequence`) so that dL/dW_h is one matmul after the loop.
 
-ResetLRU (memory="lru"): a real-valued gated linear recurrent unit (the RG-LRU of Griffin, De et al. 2024, itself a
-gated real form of the LRU of Orvieto et al. 2023, without its separate input gate: the write is scaled by
-sqrt(1 - a_t^2), so a gate that holds a memory also stops writing over it) with a nonlinear readout,
+ResetLRU (memory="lru"): a real-valued diagonal linear recurrent unit (the LRU of Orvieto et al. 2023 with real
+decays: per-channel, learned, time-invariant, the input normalised by sqrt(1 - a^2)) with a nonlinear readout of
+the state and the step's input,
 
-    r_t = sigmoid(W_r x_t + b_r)                 recurrence gate
-    a_t = sigmoid(L) ** (c * r_t)                per-channel decay in (0, 1), c = 8
-    h_t = a_t * h_{t-1} + sqrt(1 - a_t^2) * (W_u x_t + b_u)
+    a = sigmoid(L) ** c                          per-channel decay in (0, 1), c = 8
+    h_t = a * h_{t-1} + sqrt(1 - a^2) * (W_u x_t + b_u)
     y_t = tanh(W_y [h_t, x_t] + b_y)
 
-No gate reads h, so h_t = a_t h_{t-1} + b_t is linear in h and all T steps can be computed by a parallel
-associative scan (depth O(log T)) instead of T dependent steps (on accelerators; on a CPU a sequential scan of the
-same recurrence is faster, see SCANS); the carry is real-valued float32 [B, H] like the GRU's.
+Measured against input-dependent decays (Griffin's RG-LRU form, a_t = sigmoid(L) ** (c sigmoid(W_r x_t + b_r)),
+this core's previous form) on CartPole-PO and MemoryChain: as good or better with the fixed decay, and 1.2x the
+training steps/s (one matmul and the gate's transcendentals less per step); without the readout, or with a linear
+one, CartPole-PO is not learned (docs/results.md, section 11). h_t = a_t h_{t-1} + b_t is linear in h, so all T
+steps can be computed by a parallel associative scan (depth O(log T)) instead of T dependent steps (on
+accelerators; on a CPU a sequential scan of the same recurrence is faster, see SCANS); the carry is real-valued
+float32 [B, H] like the GRU's.
 
 Resets. Before step t the carry is replaced by the initial carry (zeros) where `first[t]` is set, i.e. where the
 observation of step t is the first of an episode, so no memory leaks across an episode boundary, in the rollout and
@@ -32,6 +35,10 @@ in the update. In the linear scan a reset is a_t = 0: the element (0, b_t) compo
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -115,6 +122,25 @@ def _gru_sequence_bwd(residuals, cotangents):
 gru_sequence.defvjp(_gru_sequence_fwd, _gru_sequence_bwd)
 
 
+class _Affine(nn.Module):
+    """The kernel [in_width, features] and bias [features] of an affine map, as nn.Dense declares them (same names,
+    initialisers and parameter path, so a core's parameters keep nn.Dense's tree and initial values); returned
+    instead of applied, so the caller can stack the maps of several cores before applying them."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, in_width: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", self.kernel_init, (in_width, self.features))
+        return kernel, self.param("bias", nn.initializers.zeros, (self.features,))
+
+
+def _affine(x: jax.Array, kernel_bias: tuple[jax.Array, jax.Array]) -> jax.Array:
+    kernel, bias = kernel_bias
+    return x @ kernel + bias
+
+
 class MemoryCore(nn.Module):
     """What every core shares: a real-valued carry of `features` [B, H] that is zeros at an episode start.
 
@@ -123,6 +149,10 @@ class MemoryCore(nn.Module):
       inputs: float32 [T, B, F] features;
       first: bool [T, B]: step t starts an episode (the carry is reset before it);
     and returns (carry after step T-1 [B, H], outputs [T, B, H]).
+
+    A call is two parts, so that `run_cores` can run several cores as one program: `parameters(F)` declares and
+    returns the core's parameters (a pytree of arrays), and `sequence()` is the pure function
+    (parameters, carry, inputs, first) -> (carry, outputs) that a call evaluates.
     """
 
     features: int
@@ -131,19 +161,35 @@ class MemoryCore(nn.Module):
         """float32 [*batch_shape, H] zeros: the carry at the start of every episode."""
         return jnp.zeros(batch_shape + (self.features,), jnp.float32)
 
+    def parameters(self, in_width: int) -> Any:
+        raise NotImplementedError
+
+    def sequence(self) -> Callable[..., tuple[jax.Array, jax.Array]]:
+        raise NotImplementedError
+
+    def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Run the core over T steps (arguments and results: the class docstring)."""
+        return self.sequence()(self.parameters(inputs.shape[-1]), carry, inputs, first)
+
 
 class ResetGRU(MemoryCore):
     """GRU over a time-major sequence with resets. features: carry width H."""
 
     @nn.compact
-    def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Run the GRU over T steps (arguments and results: MemoryCore)."""
+    def parameters(self, in_width: int) -> dict[str, Any]:
+        """{"input": (kernel [F, 3H], bias [3H]), "recurrent_kernel": [H, 3H], "recurrent_bias_n": [H]}."""
         h_dim = self.features
-        x_proj = nn.Dense(3 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs)
-        w_h = self.param("recurrent_kernel", _block_orthogonal(3), (h_dim, 3 * h_dim))
-        b_hn = self.param("recurrent_bias_n", nn.initializers.zeros, (h_dim,))
+        return {"input": _Affine(3 * h_dim, name="input")(in_width),
+                "recurrent_kernel": self.param("recurrent_kernel", _block_orthogonal(3), (h_dim, 3 * h_dim)),
+                "recurrent_bias_n": self.param("recurrent_bias_n", nn.initializers.zeros, (h_dim,))}
 
-        return gru_sequence(w_h, b_hn, carry, x_proj, first)
+    def sequence(self) -> Callable[..., tuple[jax.Array, jax.Array]]:
+        return _gru_apply
+
+
+def _gru_apply(params, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x_proj = _affine(inputs, params["input"])  # all T steps' input projections in one matmul
+    return gru_sequence(params["recurrent_kernel"], params["recurrent_bias_n"], carry, x_proj, first)
 
 
 # ------------------------------------------------------------------------------------------------ linear scan
@@ -191,8 +237,8 @@ def linear_recurrence(carry: jax.Array, a: jax.Array, b: jax.Array, first: jax.A
 
 
 def _decay_init(min_rate: float, max_rate: float, power: float):
-    """Initialiser of L such that sigmoid(L) ** power is uniform in [min_rate, max_rate]: the slowest decay per
-    step (the recurrence gate fully open) spans memories of about 1 / (1 - max_rate) to 1 / (1 - min_rate) steps."""
+    """Initialiser of L such that sigmoid(L) ** power is uniform in [min_rate, max_rate]: the channels start with
+    memories of about 1 / (1 - max_rate) to 1 / (1 - min_rate) steps."""
 
     def init(key, shape, dtype=jnp.float32):
         rate = jax.random.uniform(key, shape, dtype, min_rate, max_rate) ** (1.0 / power)
@@ -202,28 +248,35 @@ def _decay_init(min_rate: float, max_rate: float, power: float):
 
 
 class ResetLRU(MemoryCore):
-    """Gated real linear recurrent unit over a time-major sequence with resets (see the module docstring).
+    """Diagonal linear recurrent unit over a time-major sequence with resets (see the module docstring).
     features: carry width H (the output has width H too)."""
 
-    gate_power: float = 8.0  # c: a gate r_t = 1 gives the decay sigmoid(L) ** c
-    min_rate: float = 0.9  # the initial sigmoid(L) ** c lies in [min_rate, max_rate]
+    decay_power: float = 8.0  # c: the decay is sigmoid(L) ** c (c scales how fast L's gradient moves the decay)
+    min_rate: float = 0.9  # the initial decays lie in [min_rate, max_rate]
     max_rate: float = 0.999
     scan: str = "auto"  # how the T steps are evaluated: SCANS
 
     @nn.compact
-    def __call__(self, carry: jax.Array, inputs: jax.Array, first: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Run the unit over T steps (arguments and results: MemoryCore)."""
+    def parameters(self, in_width: int) -> dict[str, Any]:
+        """{"input": (kernel [F, H], bias [H]), "decay": L [H], "readout": (kernel [H + F, H], bias [H])}."""
         h_dim = self.features
-        gate, value = jnp.split(nn.Dense(2 * h_dim, kernel_init=nn.initializers.lecun_normal(), name="input")(inputs),
-                                2, axis=-1)
-        decay = self.param("decay", _decay_init(self.min_rate, self.max_rate, self.gate_power), (h_dim,))
-        log_a = -self.gate_power * jax.nn.sigmoid(gate) * jax.nn.softplus(-decay)  # log(sigmoid(L) ** (c r))
-        # sqrt(1 - a^2) keeps h on the scale of its input; floored so its gradient stays finite as a -> 1.
-        scale = jnp.sqrt(jnp.maximum(-jnp.expm1(2.0 * log_a), 1e-6))
-        h = linear_recurrence(carry, jnp.exp(log_a), scale * value, first, self.scan)
-        out = jnp.tanh(nn.Dense(h_dim, kernel_init=nn.initializers.lecun_normal(), name="readout")(
-            jnp.concatenate([h, inputs], axis=-1)))
-        return h[-1], out
+        return {"input": _Affine(h_dim, name="input")(in_width),
+                "decay": self.param("decay", _decay_init(self.min_rate, self.max_rate, self.decay_power), (h_dim,)),
+                "readout": _Affine(h_dim, name="readout")(h_dim + in_width)}
+
+    def sequence(self) -> Callable[..., tuple[jax.Array, jax.Array]]:
+        return functools.partial(_lru_apply, decay_power=self.decay_power, scan=self.scan)
+
+
+def _lru_apply(params, carry: jax.Array, inputs: jax.Array, first: jax.Array, decay_power: float,
+               scan: str) -> tuple[jax.Array, jax.Array]:
+    log_a = -decay_power * jax.nn.softplus(-params["decay"])  # log(sigmoid(L) ** c), [H]
+    # sqrt(1 - a^2) keeps h on the scale of its input; floored so its gradient stays finite as a -> 1.
+    scale = jnp.sqrt(jnp.maximum(-jnp.expm1(2.0 * log_a), 1e-6))
+    value = _affine(inputs, params["input"])  # [T, B, H]: every step's input projection in one matmul
+    h = linear_recurrence(carry, jnp.broadcast_to(jnp.exp(log_a), value.shape), scale * value, first, scan)
+    out = jnp.tanh(_affine(jnp.concatenate([h, inputs], axis=-1), params["readout"]))
+    return h[-1], out
 
 
 CORES = {"gru": ResetGRU, "lru": ResetLRU}
@@ -236,3 +289,35 @@ def make_core(name: str, features: int, **module_args) -> nn.Module:
     """The memory core called `name` with carry width `features` (module_args: flax's, e.g. parent=None for a
     free-standing instance whose initial_carry is asked outside a network)."""
     return CORES[name](features, **module_args)
+
+
+def _kind(core: MemoryCore) -> tuple:
+    """A core's class and settings (its dataclass fields but its place in the module tree)."""
+    return (type(core),) + tuple(getattr(core, f.name) for f in dataclasses.fields(core)
+                                 if f.name not in ("parent", "name"))
+
+
+def run_cores(cores: tuple[MemoryCore, ...], carries: tuple[jax.Array, ...], inputs: tuple[jax.Array, ...],
+              first: jax.Array) -> tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]]:
+    """Several cores over the same T steps (the actor's and the critic's): (carries, outputs), one per core, each
+    as core(carry, inputs, first) would return it.
+
+    When the cores are of one kind and their parameters, carries and inputs have equal shapes (the default: actor
+    and critic torsos of one width), they run as ONE program vmapped over a leading core axis: every matmul,
+    elementwise op and time loop is issued once for all of them instead of once per core, which is what a small
+    recurrent policy pays for on a CPU (measured: 1.3-1.5x per minibatch step, docs/results.md section 11). Same
+    arithmetic per core; otherwise (e.g. actor and critic of different widths) they run one after another.
+
+    Args:
+      cores: memory cores; carries: float32 [B, H] each; inputs: float32 [T, B, F] each; first: bool [T, B].
+    """
+    params = tuple(core.parameters(x.shape[-1]) for core, x in zip(cores, inputs))
+    sequences = tuple(core.sequence() for core in cores)
+    shapes = [jax.tree.map(jnp.shape, (p, c, x)) for p, c, x in zip(params, carries, inputs)]
+    if all(_kind(core) == _kind(cores[0]) for core in cores[1:]) and all(s == shapes[0] for s in shapes[1:]):
+        stack = functools.partial(jax.tree.map, lambda *leaves: jnp.stack(leaves))
+        carry, out = jax.vmap(sequences[0], in_axes=(0, 0, 0, None))(stack(*params), stack(*carries),
+                                                                       stack(*inputs), first)
+        return tuple(carry), tuple(out)
+    results = [seq(p, c, x, first) for seq, p, c, x in zip(sequences, params, carries, inputs)]
+    return tuple(r[0] for r in results), tuple(r[1] for r in results)

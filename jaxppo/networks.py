@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jaxppo.config import PPOConfig
 from jaxppo.envs.protocol import EnvSpec
 from jaxppo.distributions import ActionFamily, dense
-from jaxppo.memory import make_core
+from jaxppo.memory import make_core, run_cores
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
 
@@ -111,9 +111,7 @@ class ActorCritic(nn.Module):
         """
         actor, critic = self._encode(self.actor_torso, obs), self._encode(self.critic_torso, obs)
         if self.memory != "none":
-            actor_carry, actor = self.actor_core(carry[0], actor, first)
-            critic_carry, critic = self.critic_core(carry[1], critic, first)
-            carry = (actor_carry, critic_carry)
+            carry, (actor, critic) = run_cores((self.actor_core, self.critic_core), carry, (actor, critic), first)
         return carry, self.actor_head(actor), self.critic_head(critic)[..., 0]
 
     def value_from(self, carry: Carry, obs: jax.Array) -> jax.Array:

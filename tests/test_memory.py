@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,7 @@ from jaxppo.agent import make_agent
 from jaxppo import outputs
 from jaxppo.cli.flags import parse_with_config, to_config
 from jaxppo.cli.train import TrainArgs
-from jaxppo.memory import ResetGRU, ResetLRU
+from jaxppo.memory import CORES, ResetGRU, ResetLRU, make_core, run_cores
 from jaxppo.runner import RunOptions, resume_run, train_run
 from jaxppo.networks import init_params
 from jaxppo.normalizers import init_normalizers
@@ -126,15 +127,15 @@ def test_recurrent_policy_api_takes_and_returns_the_carry():
 
 
 # ------------------------------------------------------------------------------------------------------- LRU
-def _lru_reference(params, carry, inputs, first, gate_power=8.0):
+def _lru_reference(params, carry, inputs, first, decay_power=8.0):
     """ResetLRU step by step in float64 NumPy, from the module docstring's equations."""
     p = jax.tree.map(lambda x: np.asarray(x, np.float64), params["params"])
     x = np.asarray(inputs, np.float64)
     h, outputs = np.asarray(carry, np.float64), []
     for t in range(x.shape[0]):
         h = np.where(np.asarray(first[t])[:, None], 0.0, h)
-        gate, value = np.split(x[t] @ p["input"]["kernel"] + p["input"]["bias"], 2, axis=-1)
-        a = (1.0 / (1.0 + np.exp(-p["decay"]))) ** (gate_power / (1.0 + np.exp(-gate)))
+        value = x[t] @ p["input"]["kernel"] + p["input"]["bias"]
+        a = (1.0 / (1.0 + np.exp(-p["decay"]))) ** decay_power
         h = a * h + np.sqrt(1.0 - a * a) * value
         outputs.append(np.tanh(np.concatenate([h, x[t]], -1) @ p["readout"]["kernel"] + p["readout"]["bias"]))
     return h, np.stack(outputs)
@@ -254,3 +255,37 @@ def test_cli_memory_flag_takes_lru():
     args, _ = parse_with_config(TrainArgs, ["--memory", "lru", "--memory-size", "32"], "jaxppo train")
     config = to_config(args.config)
     assert (config.memory, config.memory_size, config.recurrent) == ("lru", 32, True)
+
+
+class _TwoCores(nn.Module):
+    """Two cores run by jaxppo.memory.run_cores, as the actor-critic network runs its actor and critic cores."""
+
+    core: str
+    features: int
+
+    @nn.compact
+    def __call__(self, carries, inputs, first):
+        cores = (CORES[self.core](self.features, name="actor"), CORES[self.core](self.features, name="critic"))
+        return run_cores(cores, carries, inputs, first)
+
+
+@pytest.mark.parametrize("core", ["gru", "lru"])
+@pytest.mark.parametrize("widths", [(5, 5), (5, 3)])
+def test_cores_run_together_give_each_core_its_own_result(core, widths):
+    # Equal shapes: one program vmapped over the cores (one time loop); unequal input widths: one after another.
+    # Either way each core's result is what the core alone returns with its own parameters, carry and inputs.
+    t, b = 6, 3
+    keys = jax.random.split(jax.random.key(0), 4)
+    inputs = tuple(jax.random.normal(k, (t, b, w)) for k, w in zip(keys[:2], widths))
+    carries = tuple(jax.random.normal(k, (b, 4)) for k in keys[2:])
+    first = jnp.zeros((t, b), bool).at[0, 0].set(True).at[3, 1].set(True)
+    pair = _TwoCores(core, 4)
+    params = pair.init(jax.random.key(1), carries, inputs, first)
+    out_carries, outputs = pair.apply(params, carries, inputs, first)
+    alone = make_core(core, 4)
+    for name, carry, x, out_carry, out in zip(("actor", "critic"), carries, inputs, out_carries, outputs):
+        expected_carry, expected = alone.apply({"params": params["params"][name]}, carry, x, first)
+        chex.assert_trees_all_close((out_carry, out), (expected_carry, expected), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(outputs[0], outputs[1])  # two cores, two results: swapping them would be seen
+    loops = str(jax.make_jaxpr(lambda p: pair.apply(p, carries, inputs, first))(params)).count("scan[")
+    assert loops == (1 if widths[0] == widths[1] else 2)
