@@ -8,7 +8,8 @@ turn, so all of them see the same machine load; the best repeat counts):
   LRU presets, and feed-forward; each lru row again as lru-associative (the parallel scan the LRU uses on
   accelerators, forced here; "lru" is what the CPU backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the LRU preset
-  (`<preset>/lru`), the LRU at the GRU preset's width, and feed-forward (the preset with memory="none");
+  (`<preset>/lru`), the GRU preset with memory="lru" (only the core differs), and feed-forward (the GRU preset with
+  memory="none");
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
 
 Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset at equal env steps,
@@ -151,9 +152,9 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None) -> li
     else:
         gru = preset_config(setting, total_timesteps=steps)
         narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
-        lru = dataclasses.replace(narrow, memory_size=gru.memory_size)
+        lru = dataclasses.replace(gru, memory="lru")  # the GRU preset with the other core: only the core differs
     programs = [("gru", gru, False), ("lru", lru, False), ("lru-associative", lru, False)]
-    if narrow.memory_size != lru.memory_size:
+    if narrow != lru:
         programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
     programs.append(("feed-forward", dataclasses.replace(gru, memory="none"), False))
     if pjx is not None and "/" not in gru.env:
