@@ -13,7 +13,10 @@ process (a star), each side sends a heartbeat every `interval` seconds from a da
   not process 0;
 - `close(ok)` says goodbye: `bye` after a normal end (a process that finished, or stopped on a pre-emption signal,
   is not lost), `failed` after an error (the others then stop too instead of waiting in a collective, unless they
-  close themselves within `failure_grace` seconds: then each reports its own error).
+  close themselves within `failure_grace` seconds: then each reports its own error). An error is often the echo of
+  a lost peer (a collective fails the moment the peer's sockets close, as the watch's connection does), so
+  `close(ok=False)` first gives the readers `echo_grace` seconds to report a lost peer: the line then names the
+  cause, not the collective that failed.
 
 Line protocol, one ASCII line per message: `.` (heartbeat), `bye`, `failed`, `lost K REASON` (from process 0).
 `on_lost` runs on a watch thread while the main thread may be blocked in a collective that will never complete,
@@ -43,11 +46,12 @@ class PeerWatch:
         on_lost: called once with one line (e.g. "process 1 of 2 was lost: its connection closed ...").
         interval: seconds between heartbeats.
         failure_grace: seconds a peer's `failed` waits for this process's own close() before it is reported.
+        echo_grace: seconds close(ok=False) waits for a reader to report a lost peer before saying `failed`.
     """
 
     def __init__(self, process_id: int, num_processes: int, connections: dict[int, socket.socket],
                  silence_limit: float, on_lost: Callable[[str], None], interval: float = 1.0,
-                 failure_grace: float = 2.0):
+                 failure_grace: float = 2.0, echo_grace: float = 0.5):
         self.process_id = process_id
         self.num_processes = num_processes
         self.connections = dict(connections)
@@ -55,7 +59,9 @@ class PeerWatch:
         self.on_lost = on_lost
         self.interval = float(interval)
         self.failure_grace = float(failure_grace)
+        self.echo_grace = float(echo_grace)
         self._done = threading.Event()
+        self._lost_reported = threading.Event()
         self._lost_once = threading.Lock()
         self._send_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -75,6 +81,8 @@ class PeerWatch:
         """Stop watching and say goodbye to every peer still connected: `bye` (ok) or `failed`."""
         if self._done.is_set():
             return
+        if not ok and self._lost_reported.wait(self.echo_grace):
+            return  # a reader found a lost peer: that report is this process's end
         self._done.set()
         self._send_all(BYE if ok else FAILED)
         for conn in self.connections.values():
@@ -134,6 +142,7 @@ class PeerWatch:
         if self.process_id == 0:  # tell the others which process it was before this one goes
             self._send_all(f"lost {peer} {reason}\n".encode(), skip=peer)
         self._done.set()
+        self._lost_reported.set()
         who = "process 0 (the coordinator)" if peer == 0 else f"process {peer}"
         self.on_lost(f"{who} of {self.num_processes} was lost: {reason}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import socket
+import threading
 import time
 
 import pytest
@@ -73,6 +74,16 @@ def test_a_peer_failure_is_not_reported_when_this_process_fails_too_within_the_g
     watch.close(ok=False)  # this process's own error path
     with pytest.raises(queue.Empty):
         lost.get(timeout=1.5)
+
+
+def test_an_error_that_echoes_a_lost_peer_is_reported_as_the_lost_peer():
+    # Process 0 is killed: this process's collective fails at the same moment as the watch's connection closes, and
+    # its error path (close(ok=False)) must not silence the watch's report of the cause.
+    mine, theirs = socket.socketpair()
+    watch, lost = _watch(1, 2, {0: mine})
+    threading.Timer(0.05, theirs.close).start()
+    watch.close(ok=False)
+    assert lost.get(timeout=2).startswith("process 0 (the coordinator) of 2 was lost: its connection closed")
 
 
 def test_process_0_forwards_the_lost_process_to_the_others_who_name_it():
