@@ -19,8 +19,9 @@ Runs are interleaved (seed by seed, the trainers' order alternating), one proces
 run's rows are appended to the CSV as soon as it ends, so a partial sweep keeps what finished.
 
 Brax 0.14.2's trainer calls `jax.device_put_replicated`, which jax 0.10 removed. `_install_device_put_replicated`
-installs a one-host stand-in (each leaf stacked once per device, then `jax.device_put`) in THIS process only, for
-comparison; the jaxppo package never touches jax's namespace.
+installs a one-host stand-in (each leaf stacked once per device, placed by an identity `jax.pmap` so its sharding is
+the one Brax's pmapped epoch returns and the epoch compiles once) in THIS process only, for comparison; the jaxppo
+package never touches jax's namespace.
 """
 
 from __future__ import annotations
@@ -87,6 +88,21 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-noent": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, ent_coef=0.0),
     "jaxppo-noadvnorm": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                              normalize_advantages=False),
+    # Brax's 4x32 actor with a 2x256 critic (Brax: 5x256): the critic's three extra 256x256 layers are most of the
+    # update's arithmetic, so this asks whether the preset needs them.
+    "jaxppo-smallactor": dict(activation="silu", normalize_rewards=True, actor_hidden_sizes=(32,) * 4,
+                              critic_hidden_sizes=(256, 256)),
+    "jaxppo-tanh-smallactor": dict(activation="silu", normalize_rewards=True, actor_hidden_sizes=(32,) * 4,
+                                   critic_hidden_sizes=(256, 256), **BRAX_DISTRIBUTION),
+    # Brax's advantages span one 5-step unroll: the same horizon in jaxppo (2048 envs x 5 steps per update, the same
+    # 10,240 env steps), or a shorter GAE horizon over the usual rollout (lambda 0.8).
+    "jaxppo-tanh-5step": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, num_envs=2048,
+                              num_steps=5, **BRAX_DISTRIBUTION),
+    "jaxppo-tanh-lambda80": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, gae_lambda=0.8,
+                                 **BRAX_DISTRIBUTION),
+    # Adam's epsilon as Brax's (optax.adam's default 1e-8; jaxppo's default is 1e-5).
+    "jaxppo-tanh-eps8": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, adam_eps=1e-8,
+                             **BRAX_DISTRIBUTION),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
@@ -107,7 +123,11 @@ def _install_device_put_replicated() -> None:
         return
 
     def device_put_replicated(x, devices):
-        return jax.tree.map(lambda leaf: jax.device_put(jnp.stack([jnp.asarray(leaf)] * len(devices))), x)
+        # Placed by an identity pmap, so the arrays carry the sharding that Brax's pmapped epoch returns: a plain
+        # jax.device_put gives single-device arrays, and Brax's epoch then compiled a second time on its second call
+        # (measured: ~9 s inside Brax's second epoch, counted as training time before this was found).
+        stacked = jax.tree.map(lambda leaf: jnp.stack([jnp.asarray(leaf)] * len(devices)), x)
+        return jax.pmap(lambda tree: tree, axis_name="i", devices=devices)(stacked)  # brax ppo's axis name
 
     jax.device_put_replicated = device_put_replicated
 
@@ -118,8 +138,20 @@ def _brax_envs():
     return envs
 
 
+BRAX_VARIANTS: dict[str, dict[str, Any]] = {
+    "brax": {},
+    # Brax's advantages are computed per unroll (5 steps, bootstrapped from the critic at the 6th observation, with
+    # the current critic in every minibatch); jaxppo's over its whole rollout (40 steps here). The same update with
+    # 40-step unrolls (batch 256 / 8 = 32 unrolls x 8 minibatches x 40 = 10,240 env steps) asks whether that is
+    # what makes Brax learn faster in its first updates.
+    "brax-unroll40": dict(unroll_length=40, batch_divisor=8),
+}
+"""Brax's PPO as the script runs it ("brax") and variants of it: overrides of BRAX_PPO (batch_divisor divides the
+scale's batch_size so that the env steps per update stay the same)."""
+
+
 def run_brax(scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
-             seed: int) -> list[dict[str, Any]]:
+             seed: int, variant: str = "brax") -> list[dict[str, Any]]:
     """Brax's PPO for `epochs` x `per_epoch` updates, evaluated after each epoch (and at 0)."""
     _install_device_put_replicated()
     from brax.training.agents.ppo import train as ppo
@@ -138,9 +170,14 @@ def run_brax(scale: str, task: str, backend: str | None, epochs: int, per_epoch:
 
     # num_evals = epochs + 1 and num_timesteps = epochs * per_epoch updates: per_epoch updates per eval epoch.
     steps = steps_per_update(scale)
+    overrides = dict(BRAX_VARIANTS[variant])
+    layout = dict(SCALES[scale])
+    layout["batch_size"] //= overrides.pop("batch_divisor", 1)
+    settings = {**BRAX_PPO, **overrides}
+    assert layout["batch_size"] * layout["num_minibatches"] * settings["unroll_length"] == steps
     ppo.train(environment=env, num_timesteps=epochs * per_epoch * steps, num_evals=epochs + 1,
               num_eval_envs=EVAL_EPISODES, deterministic_eval=False, seed=seed, progress_fn=progress,
-              **SCALES[scale], **BRAX_PPO)
+              **layout, **settings)
     return rows
 
 
@@ -189,8 +226,8 @@ def run_jaxppo(variant: str, scale: str, task: str, backend: str | None, epochs:
 
 def run_trainer(trainer: str, scale: str, task: str, backend: str | None, epochs: int, per_epoch: int,
                 seed: int) -> list[dict[str, Any]]:
-    if trainer == "brax":
-        return run_brax(scale, task, backend, epochs, per_epoch, seed)
+    if trainer in BRAX_VARIANTS:
+        return run_brax(scale, task, backend, epochs, per_epoch, seed, trainer)
     return run_jaxppo(trainer, scale, task, backend, epochs, per_epoch, seed)
 
 
@@ -307,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--updates-per-eval", type=int, default=1, help="updates between evaluations")
     run.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     run.add_argument("--trainers", nargs="+", default=["brax", "jaxppo-preset"],
-                     choices=["brax", *VARIANTS])
+                     choices=[*BRAX_VARIANTS, *VARIANTS])
     report = sub.add_parser("report", help="table (brax_parity.md) and curves (brax_parity.png) from the CSV")
     for command in (run, report):
         command.add_argument("--results", default=DEFAULT_STEM, help="file stem in experiments/results/")

@@ -124,3 +124,95 @@ def test_auto_reset_takes_the_fresh_episode_exactly_where_done():
     assert state["t"].dtype == jnp.int32 and state["pos"].dtype == jnp.float32
     _, _, no_mask = auto_reset(jnp.bool_(True), (reached[0], reached[1], None), (fresh[0], fresh[1], None))
     assert no_mask is None
+
+
+class _CountingAdapter:
+    """A toy adapter with `step_reached`: the state counts steps and holds a position drawn by reset; an episode
+    ends when the count reaches the env's own limit (state['limit'], drawn by reset). Resets are counted in a
+    host-side list (one entry per traced vmapped reset call and its batch size) to see how many were computed."""
+
+    spec = EnvSpec(obs_shape=(2,), continuous=True, num_actions=2, action_shape=(2,), action_low=None,
+                   action_high=None)
+
+    def __init__(self):
+        self.reset_batches: list[int] = []
+
+    def reset(self, key):
+        position = jax.random.uniform(key, (2,))
+        limit = jax.random.randint(jax.random.fold_in(key, 1), (), 1, 4)
+        return {"t": jnp.int32(0), "limit": limit, "pos": position}, position, None
+
+    def step_reached(self, key, state, action):
+        del key
+        state = {"t": state["t"] + 1, "limit": state["limit"], "pos": state["pos"] + action}
+        done = state["t"] >= state["limit"]
+        return state, jaxppo.envs.TimeStep(obs=state["pos"], action_mask=None, reward=jnp.float32(1.0),
+                                           terminated=done, truncated=jnp.bool_(False), final_obs=state["pos"])
+
+    def step(self, key, state, action):
+        from jaxppo.envs.protocol import auto_reset
+
+        reached, timestep = self.step_reached(key, state, action)
+        state, obs, _ = auto_reset(timestep.terminated, (reached, timestep.obs, None), self.reset(key))
+        return state, timestep._replace(obs=obs)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+def test_resetting_only_the_ended_environments_equals_resetting_all(chunk):
+    # reset_where (reset the ended environments only, `chunk` at a time) against auto_reset vmapped over the batch,
+    # where none, some (more than a chunk, not a multiple of it, scattered) and all of the 16 environments ended.
+    from jaxppo.envs.protocol import auto_reset, reset_where
+
+    env = _CountingAdapter()
+    keys = jax.random.split(jax.random.key(0), 16)
+    state, _, _ = reset_batch(env, keys)
+    step_keys = jax.random.split(jax.random.key(1), 16)
+    reached, timestep = jax.vmap(env.step_reached)(step_keys, state, jnp.ones((16, 2)))
+    fresh = reset_batch(env, step_keys)
+    run = jax.jit(lambda d: reset_where(env, step_keys, d, (reached, timestep.obs, None), chunk))
+    for done in [np.zeros(16, bool), np.isin(np.arange(16), [1, 4, 5, 9, 15]), np.ones(16, bool)]:
+        want_state, want_obs, _ = jax.vmap(auto_reset)(jnp.asarray(done), (reached, timestep.obs, None), fresh)
+        got_state, got_obs, got_mask = run(jnp.asarray(done))
+        assert got_mask is None
+        np.testing.assert_array_equal(got_obs, want_obs)
+        jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
+        assert got_state["t"].dtype == jnp.int32
+    # step_batch takes this path for an adapter with step_reached, and equals the vmapped auto-resetting step
+    # over a few steps (the toy's episodes end after 1-3 steps).
+    for t in range(4):
+        step_keys = jax.random.split(jax.random.key(10 + t), 16)
+        got_state, got = step_batch(env, step_keys, state, jnp.ones((16, 2)))
+        want_state, want = jax.vmap(env.step)(step_keys, state, jnp.ones((16, 2)))
+        for name in ("obs", "final_obs", "terminated"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+        jax.tree.map(np.testing.assert_array_equal, got_state, want_state)
+        state = got_state
+
+
+def test_reset_where_computes_only_the_resets_that_happen():
+    # The loop runs ceil(ended / chunk) times: none when no episode ended, 2 for 5 ended with chunks of 4.
+    from jaxppo.envs.protocol import reset_where
+
+    calls = []
+
+    class Recording(_CountingAdapter):
+        def reset(self, key):
+            out = super().reset(key)
+            jax.debug.callback(lambda pos: calls.append(np.shape(pos)[0] if np.ndim(pos) > 1 else 1), out[1])
+            return out
+
+    env = Recording()
+    keys = jax.random.split(jax.random.key(1), 16)
+    state, obs, _ = reset_batch(_CountingAdapter(), keys)
+    run = jax.jit(lambda d: reset_where(env, keys, d, (state, obs, None), 4))
+    for ended, iterations in [(0, 0), (5, 2), (16, 4)]:
+        calls.clear()
+        jax.block_until_ready(run(jnp.arange(16) < ended))
+        assert sum(calls) == iterations * 4, (ended, calls)  # resets computed: 4 per iteration
+    # step_batch resets through reset_where for an adapter with step_reached: with every episode's limit at 5
+    # steps, one step from a reset ends none, and no reset is computed (vmapping the adapter's step computes 16).
+    long_lived = dict(state)
+    long_lived["limit"] = jnp.full(16, 5, jnp.int32)
+    calls.clear()
+    jax.block_until_ready(jax.jit(lambda s: step_batch(env, keys, s, jnp.ones((16, 2))))(long_lived))
+    assert sum(calls) == 0, calls

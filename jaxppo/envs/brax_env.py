@@ -100,15 +100,23 @@ class BraxEnv:
         state = self.env.reset(raw_key(key))
         return state, jnp.asarray(state.obs, jnp.float32), None
 
-    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+    def step_reached(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        """The step without the auto-reset (obs = final_obs): a brax reset builds the pipeline's initial state,
+        about the cost of a step, so `step_batch` resets only the environments that ended."""
+        del key  # brax steps are deterministic; the key is the reset's
         reached = self.env.step(state, action)
         done = reached.done > 0
         truncated = reached.info["truncation"] > 0
         final_obs = jnp.asarray(reached.obs, jnp.float32)
-        state, obs, _ = auto_reset(done, (reached, final_obs, None), self.reset(key))
-        return state, TimeStep(obs=obs, action_mask=None,
-                               reward=jnp.asarray(reached.reward, jnp.float32).reshape(()),
-                               terminated=done & ~truncated, truncated=truncated, final_obs=final_obs)
+        return reached, TimeStep(obs=final_obs, action_mask=None,
+                                 reward=jnp.asarray(reached.reward, jnp.float32).reshape(()),
+                                 terminated=done & ~truncated, truncated=truncated, final_obs=final_obs)
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        reached, timestep = self.step_reached(key, state, action)
+        state, obs, _ = auto_reset(timestep.terminated | timestep.truncated, (reached, timestep.obs, None),
+                                   self.reset(key))
+        return state, timestep._replace(obs=obs)
 
 
 def parse_name(name: str) -> tuple[str, str | None]:

@@ -57,16 +57,29 @@ class CraftaxEnv:
         obs, state = self.env.reset(raw_key(key), self.params)
         return state, jnp.asarray(obs, jnp.float32), None
 
-    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
-        step_key, reset_key = jax.random.split(raw_key(key))
+    def step_reached(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        """The step without the auto-reset (obs = final_obs). A Craftax reset generates a world and costs about 25x
+        a step (Craftax-Classic, 64 envs: 71 ms of a 74 ms auto-resetting step), so `step_batch` resets only the
+        environments that ended, with `step_reset`."""
+        step_key, _ = jax.random.split(raw_key(key))
         final_obs, reached, reward, done, _ = self.env.step(step_key, state, action, self.params)
         done = jnp.asarray(done, bool)
         terminated = jnp.asarray(self.env.is_terminal(reached, self._no_limit), bool)
         final_obs = jnp.asarray(final_obs, jnp.float32)
-        state, obs, _ = auto_reset(done, (reached, final_obs, None), self.reset(reset_key))
-        return state, TimeStep(obs=obs, action_mask=None,
-                               reward=jnp.asarray(reward, jnp.float32).reshape(()), terminated=terminated,
-                               truncated=done & ~terminated, final_obs=final_obs)
+        return reached, TimeStep(obs=final_obs, action_mask=None,
+                                 reward=jnp.asarray(reward, jnp.float32).reshape(()), terminated=terminated,
+                                 truncated=done & ~terminated, final_obs=final_obs)
+
+    def step_reset(self, key: jax.Array) -> tuple[Any, jax.Array, None]:
+        """The fresh episode a step with this key starts where its episode ended."""
+        _, reset_key = jax.random.split(raw_key(key))
+        return self.reset(reset_key)
+
+    def step(self, key: jax.Array, state: Any, action: jax.Array) -> tuple[Any, TimeStep]:
+        reached, timestep = self.step_reached(key, state, action)
+        state, obs, _ = auto_reset(timestep.terminated | timestep.truncated, (reached, timestep.obs, None),
+                                   self.step_reset(key))
+        return state, timestep._replace(obs=obs)
 
 
 def make(name: str) -> CraftaxEnv:
