@@ -103,10 +103,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Adam's epsilon as Brax's (optax.adam's default 1e-8; jaxppo's default is 1e-5).
     "jaxppo-tanh-eps8": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True, adam_eps=1e-8,
                              **BRAX_DISTRIBUTION),
+    # One factor of Brax's setup at a time on top of the brax/inverted_pendulum preset's mapping (jaxppo-tanh-eps8):
+    # its network sizes, its fixed reward scale, or neither value nor gradient-norm clipping.
+    "jaxppo-tanh-eps8-sizes": dict(activation="silu", normalize_rewards=True, adam_eps=1e-8, **BRAX_DISTRIBUTION,
+                                   **BRAX_SIZES),
+    "jaxppo-tanh-eps8-rewardscale": dict(hidden_sizes=(256, 256), activation="silu", adam_eps=1e-8,
+                                         **BRAX_DISTRIBUTION, **BRAX_REWARD),
+    "jaxppo-tanh-eps8-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                     adam_eps=1e-8, max_grad_norm=1e6, **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    "jaxppo-tanh-eps8-nogradclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                        adam_eps=1e-8, max_grad_norm=1e6, **BRAX_DISTRIBUTION),
+    "jaxppo-tanh-eps8-novalueclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                         adam_eps=1e-8, **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
                             **BRAX_REWARD, **NO_VALUE_CLIP),
+    # The same with Adam's epsilon as Brax's (1e-8): nothing of Brax's that jaxppo can express is left out.
+    "jaxppo-braxlike-eps8": dict(activation="silu", max_grad_norm=1e6, adam_eps=1e-8, **BRAX_DISTRIBUTION,
+                                 **BRAX_SIZES, **BRAX_REWARD, **NO_VALUE_CLIP),
     # The same with reward normalisation instead of the fixed scale.
     "jaxppo-braxnorm": dict(activation="silu", max_grad_norm=1e6, normalize_rewards=True, **BRAX_DISTRIBUTION,
                             **BRAX_SIZES, **NO_VALUE_CLIP),
@@ -145,6 +160,8 @@ BRAX_VARIANTS: dict[str, dict[str, Any]] = {
     # 40-step unrolls (batch 256 / 8 = 32 unrolls x 8 minibatches x 40 = 10,240 env steps) asks whether that is
     # what makes Brax learn faster in its first updates.
     "brax-unroll40": dict(unroll_length=40, batch_divisor=8),
+    # At the notebook batch jaxppo's rollout is 80 steps (2048 envs x 80): Brax with unrolls that long (64 x 32 x 80).
+    "brax-unroll80": dict(unroll_length=80, batch_divisor=16),
 }
 """Brax's PPO as the script runs it ("brax") and variants of it: overrides of BRAX_PPO (batch_divisor divides the
 scale's batch_size so that the env steps per update stay the same)."""

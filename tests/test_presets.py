@@ -122,3 +122,18 @@ def test_eval_statistics_by_hand():
     assert std == pytest.approx(2.0)  # per-seed means 2 and 6, population std
     # all four episodes: sample std sqrt(((-3)^2 + (-1)^2 + 1^2 + 3^2) / 3) = sqrt(20/3), over sqrt(4)
     assert sem == pytest.approx(np.sqrt(20 / 3) / 2)
+
+
+@pytest.mark.parametrize("preset, variant", [("brax/ant", "jaxppo-tanh"), ("brax/hopper", "jaxppo-preset"),
+                                             ("brax/inverted_pendulum", "jaxppo-tanh-eps8"),
+                                             ("brax/inverted_double_pendulum", "jaxppo-sizes")])
+def test_each_brax_preset_is_the_mapping_its_comparison_with_brax_measured(preset, variant):
+    # docs/results.md section 12: each brax preset was set from one jaxppo variant of experiments/brax_parity.py
+    # (its batch layout scaled down). Every setting but the layout and the budget must be that variant's.
+    parity = load("brax_parity")
+    measured = {**parity.jaxppo_base("small"), **parity.VARIANTS[variant]}
+    layout = ("num_envs", "num_steps", "num_minibatches", "total_timesteps")
+    config = preset_config(preset)
+    for field in set(measured) | set(PRESETS[preset]):
+        if field not in layout and field != "env":
+            assert getattr(config, field) == measured.get(field, getattr(PPOConfig(), field)), field

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 BLOCK = 32768
@@ -24,6 +25,8 @@ def _payloads(path: Path):
             pos += left
             continue
         _crc, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if pos + HEADER + length > len(data):  # a record still being written
+            return
         pending += data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind in (1, 4):
@@ -31,15 +34,33 @@ def _payloads(path: Path):
             pending = b""
 
 
-def read_run(path: Path) -> tuple[dict, list[dict]]:
-    """({name, group, project, config}, [history rows as {key: value}]) of one offline run file."""
+def _records(path: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
-    meta: dict = {}
-    history: list[dict] = []
+    records = []
     for payload in _payloads(path):
         record = wandb_internal_pb2.Record()
         record.ParseFromString(payload)
+        records.append(record)
+    return records
+
+
+def read_run(path: Path, timeout: float = 30.0) -> tuple[dict, list[dict]]:
+    """({name, group, project, config}, [history rows as {key: value}]) of one offline run file.
+
+    The file is read once it holds the run's `exit` record (waiting up to `timeout` seconds): W&B's service writes
+    the records in the background, and under load they were once not all on disk when `run.finish()` returned (a
+    file with the header alone, no `run` record, was read in one CI run).
+    """
+    deadline = time.monotonic() + timeout
+    records = _records(path)
+    while not any(r.WhichOneof("record_type") == "exit" for r in records):
+        assert time.monotonic() < deadline, f"{path}: no exit record after {timeout} s"
+        time.sleep(0.1)
+        records = _records(path)
+    meta: dict = {}
+    history: list[dict] = []
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "run":
             config = {item.key: json.loads(item.value_json) for item in record.run.config.update}
