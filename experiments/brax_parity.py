@@ -115,6 +115,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                         adam_eps=1e-8, max_grad_norm=1e6, **BRAX_DISTRIBUTION),
     "jaxppo-tanh-eps8-novalueclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                          adam_eps=1e-8, **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    # Brax's advantages on top of the preset's mapping: recomputed with the current critic before every epoch
+    # (Brax: every minibatch), over unrolls of 5 steps (Brax's unroll_length), or both.
+    "jaxppo-tanh-eps8-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                       adam_eps=1e-8, recompute_advantages=True, **BRAX_DISTRIBUTION),
+    "jaxppo-tanh-eps8-horizon5": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                      adam_eps=1e-8, gae_horizon=5, **BRAX_DISTRIBUTION),
+    "jaxppo-tanh-eps8-braxgae": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                     adam_eps=1e-8, recompute_advantages=True, gae_horizon=5, **BRAX_DISTRIBUTION),
+    # Recomputed advantages without value and grad-norm clipping (as Brax), and on the IDP preset's mapping.
+    "jaxppo-tanh-eps8-recompute-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                               adam_eps=1e-8, recompute_advantages=True, max_grad_norm=1e6,
+                                               **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    # ... and with Brax's initial policy (a last layer initialised like any other: gain ~1, not 0.01).
+    "jaxppo-tanh-eps8-recompute-noclips-gain1": dict(hidden_sizes=(256, 256), activation="silu",
+                                                     normalize_rewards=True, adam_eps=1e-8, recompute_advantages=True,
+                                                     max_grad_norm=1e6, policy_head_gain=1.0, **BRAX_DISTRIBUTION,
+                                                     **NO_VALUE_CLIP),
+    "jaxppo-sizes-recompute": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                   **BRAX_SIZES),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,

@@ -98,6 +98,12 @@ class PPOConfig:
     """Discount factor."""
     gae_lambda: float = traced(0.95)
     """GAE lambda."""
+    gae_horizon: int = 0
+    """Cut GAE's trace after every gae_horizon steps of the rollout and bootstrap from the critic there (GAE over
+    unrolls of that many steps, as Brax's PPO over its unroll_length); 0: over the whole rollout."""
+    recompute_advantages: bool = False
+    """Recompute advantages and value targets with the current critic before every epoch (Andrychowicz et al.
+    2021, "What matters in on-policy RL"; Brax's PPO does it for every minibatch); False: once per rollout."""
     clip_eps: float = traced(0.2)
     """Policy ratio clip range."""
     clip_value_loss: bool = True
@@ -173,6 +179,10 @@ class PPOConfig:
     """Floor added to the Gaussian's standard deviation (brax's PPO: 0.001, with softplus)."""
     init_scale: float | None = None
     """Initial standard deviation of the Gaussian (> min_scale); None: exp(init_log_std), 1.0 when that is unset."""
+    policy_head_gain: float = 0.01
+    """Orthogonal gain of the policy's output layer (logits; the Gaussian's mean and state-dependent scale): 0.01,
+    PPO's customary start near one policy for every state; about 1 for an initial policy that varies by state, as
+    Brax's PPO (which initialises that layer like any other)."""
     actor_hidden_sizes: tuple[int, ...] | None = field(None, IDENTITY)
     """Hidden layer widths of the actor MLP; None: hidden_sizes."""
     critic_hidden_sizes: tuple[int, ...] | None = field(None, IDENTITY)
@@ -302,8 +312,11 @@ class PPOConfig:
             _check_positive_int(name, getattr(self, name))
         if not _is_int(self.normalizer_warmup_steps) or self.normalizer_warmup_steps < 0:
             raise ValueError(f"normalizer_warmup_steps={self.normalizer_warmup_steps!r}: must be an integer >= 0")
+        if not _is_int(self.gae_horizon) or not 0 <= self.gae_horizon <= self.num_steps:
+            raise ValueError(f"gae_horizon={self.gae_horizon!r}: must be an integer in [0, num_steps={self.num_steps}] "
+                             "(0: GAE over the whole rollout)")
         for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_observations",
-                     "normalize_rewards"):
+                     "normalize_rewards", "recompute_advantages"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False")
         for name in ("lr", "clip_eps", "max_grad_norm", "adam_eps", "obs_clip", "reward_clip", "reward_scale"):
@@ -359,6 +372,7 @@ class PPOConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be one of {', '.join(allowed)}")
         _check_number("min_scale", self.min_scale, low=0.0)
+        _check_number("policy_head_gain", self.policy_head_gain, low=0.0, low_inclusive=False)
         if self.init_scale is not None:
             _check_number("init_scale", self.init_scale, low=0.0, low_inclusive=False)
             if self.init_log_std is not None:

@@ -215,16 +215,18 @@ class ActionFamily(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class CategoricalFamily:
-    """Categorical over num_actions actions (legal-action masks respected); head: logits, orthogonal gain 0.01."""
+    """Categorical over num_actions actions (legal-action masks respected); head: logits, orthogonal gain head_gain
+    (0.01: every state starts near the uniform policy)."""
 
     num_actions: int
+    head_gain: float = 0.01
 
     @property
     def noise_size(self) -> int:
         return self.num_actions
 
     def head(self) -> nn.Module:
-        return dense(self.num_actions, 0.01)
+        return dense(self.num_actions, self.head_gain)
 
     def create(self, dist_params: jax.Array, action_mask: jax.Array | None) -> Categorical:
         return Categorical(dist_params, action_mask)
@@ -250,9 +252,11 @@ def log_scale(scale_fn: str, raw: jax.Array, min_scale: float) -> jax.Array:
 
 
 class GaussianHead(nn.Module):
-    """Mean from the features (orthogonal gain 0.01) and log sigma, from a parameter per dimension
+    """Mean from the features (orthogonal gain head_gain) and log sigma, from a parameter per dimension
     (state_independent; named `log_std` with exp, `scale` with softplus) or from a dense layer on the features
-    (state_dependent; `scale`, gain 0.01 and a bias at the initial scale, so every state starts at init_scale).
+    (state_dependent; `scale`, gain head_gain and a bias at the initial scale). With the default gain 0.01 every
+    state starts near mean 0 and init_scale; with a gain near 1 the initial mean and scale vary by state as a plain
+    layer's output does (Brax's PPO initialises its policy's last layer as any other, LeCun-uniform).
 
     Output: (mean, log_std), both float32 [..., D].
     """
@@ -262,16 +266,17 @@ class GaussianHead(nn.Module):
     scale_type: str = "state_independent"
     scale_fn: str = "exp"
     min_scale: float = 0.0
+    head_gain: float = 0.01
 
     @nn.compact
     def __call__(self, features: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean = dense(self.action_size, 0.01, name="mean")(features)
+        mean = dense(self.action_size, self.head_gain, name="mean")(features)
         if self.scale_fn == "exp" and self.min_scale == 0.0:
             raw_init = self.init_log_std  # the classic log-std parameter, bit for bit
         else:
             raw_init = inverse_scale_fn(self.scale_fn, math.exp(self.init_log_std) - self.min_scale)
         if self.scale_type == "state_dependent":
-            raw = nn.Dense(self.action_size, kernel_init=nn.initializers.orthogonal(0.01),
+            raw = nn.Dense(self.action_size, kernel_init=nn.initializers.orthogonal(self.head_gain),
                            bias_init=nn.initializers.constant(raw_init), name="scale")(features)
         else:
             name = "log_std" if self.scale_fn == "exp" else "scale"
@@ -292,13 +297,15 @@ class GaussianFamily:
     scale_type: str = "state_independent"
     scale_fn: str = "exp"
     min_scale: float = 0.0
+    head_gain: float = 0.01
 
     @property
     def noise_size(self) -> int:
         return len(self.low)
 
     def head(self) -> nn.Module:
-        return GaussianHead(self.noise_size, self.init_log_std, self.scale_type, self.scale_fn, self.min_scale)
+        return GaussianHead(self.noise_size, self.init_log_std, self.scale_type, self.scale_fn, self.min_scale,
+                            self.head_gain)
 
     def create(self, dist_params: tuple[jax.Array, jax.Array], action_mask: jax.Array | None) -> DiagGaussian:
         mean, log_std = dist_params
@@ -347,7 +354,7 @@ def _categorical(config: Any, spec: Any) -> CategoricalFamily:
         if getattr(config, name) != unset:
             raise ValueError(f"{name}={getattr(config, name)!r}: only for continuous action spaces, but this "
                              f"environment has {spec.num_actions} discrete actions; leave it unset")
-    return CategoricalFamily(spec.num_actions)
+    return CategoricalFamily(spec.num_actions, float(config.policy_head_gain))
 
 
 def _gaussian_options(config: Any, spec: Any) -> dict[str, Any]:
@@ -356,7 +363,8 @@ def _gaussian_options(config: Any, spec: Any) -> dict[str, Any]:
     if config.init_scale is not None:
         init_log_std = math.log(config.init_scale)
     return dict(action_shape=tuple(spec.action_shape), low=low, high=high, init_log_std=init_log_std,
-                scale_type=config.scale_type, scale_fn=config.scale_fn, min_scale=float(config.min_scale))
+                scale_type=config.scale_type, scale_fn=config.scale_fn, min_scale=float(config.min_scale),
+                head_gain=float(config.policy_head_gain))
 
 
 def _gaussian(config: Any, spec: Any) -> GaussianFamily:

@@ -147,23 +147,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     # whole setup: 1000 too, at 0.6x the steps/s for its 5x256 critic). No other single factor did it. Adam's
     # epsilon at Brax's 1e-8 (optax.adam's default; jaxppo's is 1e-5) then learned faster in the first 10 updates:
     # 386 vs 299 at 102k steps over 6 seeds (higher on 5 of 6; Brax's PPO 428 +- 138), 1000 from 205k as before.
+    # At the notebook batch itself that mapping was behind Brax's PPO at 983k steps (206 vs 996, 3 seeds each);
+    # advantages recomputed before every epoch (Brax recomputes them for every minibatch) without value-loss and
+    # gradient-norm clipping (Brax's defaults) reached 919 +- 34 there (each alone: 336, and 592 over 2 seeds),
+    # and 355 +- 30 vs 386 +- 44 at 102k at the small batch (within noise; 1000 from 205k).
     "brax/inverted_pendulum": dict(env="brax/inverted_pendulum", num_envs=2048, num_steps=80,
                                    total_timesteps=2_000_000, lr=3e-4, anneal_lr=False, num_epochs=4,
                                    num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3, ent_coef=0.01,
                                    hidden_sizes=(256, 256), activation="silu", distribution="tanh_gaussian",
                                    scale_type="state_dependent", scale_fn="softplus", min_scale=1e-3,
                                    init_scale=0.6931471805599453, adam_eps=1e-8, normalize_observations=True,
-                                   normalize_rewards=True),
+                                   normalize_rewards=True, recompute_advantages=True, clip_value_loss=False,
+                                   max_grad_norm=1e6),
     # inverted_double_pendulum: the ant mapping with Brax's network sizes (4x32 actor, 5x256 critic; Gaussian,
     # reward normalisation and both clips kept) reached 2389 +- 271 at 410k steps where the ant mapping was at
     # 1480 +- 84 and Brax's PPO at 743 +- 62; the tanh distribution (1012), no gradient clipping (847) and the fixed
-    # reward scale (453) each made it worse.
+    # reward scale (453) each made it worse. At the notebook batch, advantages recomputed before every epoch:
+    # 1757 +- 40 at 1.97M steps against 1307 +- 26 without (Brax's PPO 1060 +- 161), higher from 983k on.
     "brax/inverted_double_pendulum": dict(env="brax/inverted_double_pendulum", num_envs=2048, num_steps=80,
                                           total_timesteps=20_000_000, lr=3e-4, anneal_lr=False, num_epochs=4,
                                           num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3,
                                           ent_coef=0.01, actor_hidden_sizes=(32, 32, 32, 32),
                                           critic_hidden_sizes=(256,) * 5, activation="silu",
-                                          normalize_observations=True, normalize_rewards=True),
+                                          normalize_observations=True, normalize_rewards=True,
+                                          recompute_advantages=True),
     # Jumanji Knapsack-v1 (50 items, budget 12.5; masks): undiscounted, as Jumanji's A2C config. The MLP sees the
     # flattened (weights, values, packed) vector; Jumanji's A2C uses a 6-block transformer over the items.
     "jumanji/knapsack-v1": dict(env="jumanji/Knapsack-v1", num_envs=64, num_steps=64, total_timesteps=10_000_000,

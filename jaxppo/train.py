@@ -30,7 +30,7 @@ from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
 from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
 from jaxppo.schedules import effective_hparams
-from jaxppo.update import init_optimizer_state, learn, make_layout, prepare
+from jaxppo.update import TargetInputs, init_optimizer_state, learn, make_layout, prepare
 
 
 @struct.dataclass
@@ -179,12 +179,20 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, axis_name: str
 
     values_next = next_values(agent, state.params, carry, traj, state.normalizers)
     advantages, returns = gae(traj.reward, traj.value, values_next, traj.terminated, traj.terminated | traj.truncated,
-                              hp.gamma, hp.gae_lambda)
+                              hp.gamma, hp.gae_lambda, config.gae_horizon)
     # The update sees observations exactly as the policy saw them: normalised with the pre-update statistics.
+    obs = policy_input(config, traj.obs, state.normalizers)
+    targets = None
+    if config.recompute_advantages:
+        last_obs = policy_input(config, carry.obs, state.normalizers)
+        targets = TargetInputs(
+            obs=jnp.concatenate([obs, last_obs[None]]), first=jnp.concatenate([traj.first, carry.first[None]]),
+            memory=state.env.memory, reward=traj.reward, terminated=traj.terminated, truncated=traj.truncated,
+            bootstrap_value=traj.bootstrap_value)
     plan = prepare(layout, LossInputs(
-        obs=policy_input(config, traj.obs, state.normalizers), first=traj.first, action_mask=traj.action_mask,
-        actions=traj.action, old_log_probs=traj.log_prob, old_values=traj.value, advantages=advantages,
-        returns=returns, memory=state.env.memory), epoch_key, env_ids.shape[0], env_ids[0])
+        obs=obs, first=traj.first, action_mask=traj.action_mask, actions=traj.action, old_log_probs=traj.log_prob,
+        old_values=traj.value, advantages=advantages, returns=returns, memory=state.env.memory),
+        epoch_key, env_ids.shape[0], env_ids[0], targets)
 
     # Every global statistic of this update in one all-gather.
     invalid = None if traj.invalid_masks is None else jnp.sum(traj.invalid_masks)

@@ -15,7 +15,9 @@ carry stored at the start of the rollout. The layout (`SampleLayout` / `Sequence
 Collectives. `minibatch_step` averages gradients *and* loss metrics over the device axis in one all-reduce, then
 applies one optimizer step on the flat parameter vector, so parameters stay identical on every device. The
 advantage statistics of every minibatch of every epoch are computed before the epochs (`advantage_statistics`,
-from one all-gather done by the trainer).
+from one all-gather done by the trainer); with `recompute_advantages` every epoch first recomputes the advantages
+and value targets with its starting critic (`recompute_targets`) and gathers its own statistics (one all-gather
+per epoch).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from jaxppo.agent import Agent, apply_policy, policy_step
-from jaxppo.collectives import Moments, combine_moments, local_moments, pmean_flat
+from jaxppo.advantages import gae
+from jaxppo.collectives import Moments, combine_moments, gather, local_moments, pmean_flat
 from jaxppo.distributions import Distribution
 from jaxppo.config import HParams, PPOConfig
 from jaxppo.losses import LossFn, LossInputs
@@ -182,7 +185,7 @@ class SequenceLayout(NamedTuple):
 Layout = SampleLayout | SequenceLayout
 """How a rollout batch is cut into minibatches and replayed: chosen once per run by `make_layout`.
 
-    arrange(batch [T, B, ...]) -> laid-out batch;  minibatches(key, B_local, first_env) -> int32 [E, M, n];
+    arrange(batch: any pytree of [T, B, ...]) -> laid out;  minibatches(key, B_local, first_env) -> int32 [E, M, n];
     take(laid-out batch, index [n]) -> minibatch;  advantage_moments(laid-out advantages, indices) -> Moments [E, M];
     replay(agent, params, minibatch) -> (distribution, values) under params."""
 
@@ -224,6 +227,32 @@ def minibatch_step(agent: Agent, layout: Layout, loss_fn: LossFn, unravel: Calla
     return flat_params, opt_state, StepMetrics(metrics, grad_norm)
 
 
+class TargetInputs(NamedTuple):
+    """What a rollout's advantages and value targets are recomputed from (config.recompute_advantages), time-major.
+
+    obs and first have one step more than the rollout: the observation the rollout stopped at, whose value
+    bootstraps the last step."""
+
+    obs: jax.Array  # float32 [T + 1, B, *obs] as the networks saw them (normalised with the rollout's statistics)
+    first: jax.Array  # bool [T + 1, B]: the observation starts an episode (resets the carry)
+    memory: Any  # network carry at the start of the rollout [B, ...] (() without memory)
+    reward: jax.Array  # float32 [T, B] rewards as learned from (scaled / normalised)
+    terminated: jax.Array  # bool [T, B]
+    truncated: jax.Array  # bool [T, B]
+    bootstrap_value: jax.Array  # float32 [T, B] the rollout critic's value of the final observation where truncated
+
+
+def recompute_targets(agent: Agent, params, inputs: TargetInputs, hp: HParams) -> tuple[jax.Array, jax.Array]:
+    """(advantages, returns) float32 [T, B] of the rollout under the critic of `params` (GAE with the config's
+    horizon). Values are replayed over the T + 1 observations (sequences from the stored carry, with memory);
+    truncated steps keep the rollout critic's value of their final observation, which the rollout does not
+    store (Brax's PPO drops truncated steps' TD errors instead)."""
+    _, _, values = agent.network.apply(params, inputs.memory, inputs.obs, inputs.first)  # [T + 1, B]
+    values_next = jnp.where(inputs.truncated, inputs.bootstrap_value, values[1:])
+    return gae(inputs.reward, values[:-1], values_next, inputs.terminated, inputs.terminated | inputs.truncated,
+               hp.gamma, hp.gae_lambda, agent.config.gae_horizon)
+
+
 class UpdatePlan(NamedTuple):
     """The first half of an update (`prepare`): the laid-out batch, every epoch's minibatch indices, and this
     device's statistics that must be gathered before learning."""
@@ -231,14 +260,25 @@ class UpdatePlan(NamedTuple):
     batch: LossInputs  # laid out by the layout
     indices: jax.Array  # int32 [E, M, n]
     advantage_moments: Moments  # [E, M]: this device's share of every minibatch's advantages
+    targets: TargetInputs | None  # what every epoch's targets are recomputed from (recompute_advantages only)
 
 
 def prepare(layout: Layout, batch: LossInputs, key: jax.Array, num_local_envs: int,
-            first_env: jax.Array | int) -> UpdatePlan:
+            first_env: jax.Array | int, targets: TargetInputs | None = None) -> UpdatePlan:
     """Lay out a rollout batch ([T, B, ...], carry [B, ...]) and plan every epoch's minibatches."""
     batch = layout.arrange(batch)
     indices = layout.minibatches(key, num_local_envs, first_env)
-    return UpdatePlan(batch, indices, layout.advantage_moments(batch.advantages, indices))
+    return UpdatePlan(batch, indices, layout.advantage_moments(batch.advantages, indices), targets)
+
+
+def normalize_advantages(minibatches: LossInputs, gathered_moments: Moments, count_per_device: int) -> LossInputs:
+    """Minibatches [K, ...] with advantages shifted and scaled by their global minibatch's mean and std, from the
+    gathered per-device Moments [D, ..., K] (flattened to K minibatches in order)."""
+    mean, std = advantage_statistics(gathered_moments, count_per_device)
+    expand = tuple(range(1, minibatches.advantages.ndim))
+    scale = jnp.expand_dims(1.0 / (std.reshape(-1) + 1e-8), expand)
+    shift = jnp.expand_dims(mean.reshape(-1), expand)
+    return minibatches._replace(advantages=(minibatches.advantages - shift) * scale)
 
 
 def learn(agent: Agent, layout: Layout, loss_fn: LossFn, params, opt_state, plan: UpdatePlan,
@@ -247,23 +287,18 @@ def learn(agent: Agent, layout: Layout, loss_fn: LossFn, params, opt_state, plan
 
     Args:
       gathered_advantage_moments: Moments [D, E, M] of every device's plan.advantage_moments (one all-gather done
-        by the trainer with its other statistics); used when normalize_advantages.
+        by the trainer with its other statistics); used when normalize_advantages (and not recompute_advantages,
+        where each epoch gathers its own).
       hp: the update's effective hyperparameters (schedules applied).
     Returns:
       (params, opt_state, StepMetrics averaged over all minibatch steps).
     """
     config = agent.config
     flat_params, unravel = ravel_pytree(params)
-    # Every minibatch of every epoch gathered at once (one vectorised gather instead of one per step).
-    indices = plan.indices.reshape((-1,) + plan.indices.shape[2:])
-    minibatches = jax.vmap(lambda index: layout.take(plan.batch, index))(indices)
-    if config.normalize_advantages:
-        per_device = plan.batch.advantages.size // config.num_minibatches
-        mean, std = advantage_statistics(gathered_advantage_moments, per_device)
-        expand = tuple(range(1, minibatches.advantages.ndim))
-        scale = jnp.expand_dims(1.0 / (std.reshape(-1) + 1e-8), expand)
-        shift = jnp.expand_dims(mean.reshape(-1), expand)
-        minibatches = minibatches._replace(advantages=(minibatches.advantages - shift) * scale)
+    per_device = plan.batch.advantages.size // config.num_minibatches
+
+    def take_all(batch: LossInputs, indices: jax.Array) -> LossInputs:
+        return jax.vmap(lambda index: layout.take(batch, index))(indices)  # one vectorised gather
 
     def step(carry, minibatch):
         flat_params, opt_state = carry
@@ -271,5 +306,22 @@ def learn(agent: Agent, layout: Layout, loss_fn: LossFn, params, opt_state, plan
                                                          minibatch, hp, axis_name)
         return (flat_params, opt_state), metrics
 
-    (flat_params, opt_state), metrics = lax.scan(step, (flat_params, opt_state), minibatches)
+    if plan.targets is None:  # every minibatch of every epoch gathered at once, then one scan over all steps
+        minibatches = take_all(plan.batch, plan.indices.reshape((-1,) + plan.indices.shape[2:]))
+        if config.normalize_advantages:
+            minibatches = normalize_advantages(minibatches, gathered_advantage_moments, per_device)
+        (flat_params, opt_state), metrics = lax.scan(step, (flat_params, opt_state), minibatches)
+        return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, metrics)
+
+    def epoch(carry, indices):
+        """One pass over minibatches indices [M, n], its targets from the critic the epoch starts with."""
+        advantages, returns = layout.arrange(recompute_targets(agent, unravel(carry[0]), plan.targets, hp))
+        batch = plan.batch._replace(advantages=advantages, returns=returns)
+        minibatches = take_all(batch, indices)
+        if config.normalize_advantages:
+            moments = gather(layout.advantage_moments(advantages, indices[None]), axis_name)  # [D, 1, M]
+            minibatches = normalize_advantages(minibatches, moments, per_device)
+        return lax.scan(step, carry, minibatches)
+
+    (flat_params, opt_state), metrics = lax.scan(epoch, (flat_params, opt_state), plan.indices)
     return unravel(flat_params), opt_state, jax.tree.map(jnp.mean, metrics)

@@ -22,8 +22,9 @@ def _segment_end(done: np.ndarray, t: int) -> int:
     return len(done) - 1
 
 
-def np_gae_delta_sum(r, v, v_next, terminated, done, gamma, lam):
-    """A_t = sum_{k=0}^{e-t} (gamma lam)^k delta_{t+k}, e = end of t's episode segment; one env at a time.
+def np_gae_delta_sum(r, v, v_next, terminated, done, gamma, lam, horizon=0):
+    """A_t = sum_{k=0}^{e-t} (gamma lam)^k delta_{t+k}, e = end of t's episode segment; one env at a time. With a
+    horizon k, e is at most the last step of t's unroll (steps [jk, (j+1)k) of the rollout).
 
     Valid for any inputs: delta is formed per step from its own v_next, so nothing needs v_next_t == v_{t+1}.
     """
@@ -31,6 +32,8 @@ def np_gae_delta_sum(r, v, v_next, terminated, done, gamma, lam):
     for b in range(r.shape[1]):
         for t in range(r.shape[0]):
             end = _segment_end(done[:, b], t)
+            if horizon:
+                end = min(end, (t // horizon + 1) * horizon - 1)
             for k in range(end - t + 1):
                 s = t + k
                 delta = r[s, b] + gamma * (0.0 if terminated[s, b] else v_next[s, b]) - v[s, b]
@@ -92,9 +95,9 @@ def _random_rollout(seed: int, consistent: bool):
     return r, v, v_next, terminated, done
 
 
-def _gae(r, v, v_next, terminated, done, gamma, lam):
+def _gae(r, v, v_next, terminated, done, gamma, lam, horizon=0):
     return gae(jnp.asarray(r, jnp.float32), jnp.asarray(v, jnp.float32), jnp.asarray(v_next, jnp.float32),
-               jnp.asarray(terminated), jnp.asarray(done), gamma, lam)
+               jnp.asarray(terminated), jnp.asarray(done), gamma, lam, horizon)
 
 
 # ------------------------------------------------------------------------------------------ random rollouts
@@ -115,6 +118,20 @@ def test_matches_delta_sum_on_arbitrary_bootstrap_values():
     expected = np_gae_delta_sum(r, v, v_next, terminated, done, 0.9, 0.8)
     chex.assert_trees_all_close(np.asarray(adv), expected.astype(np.float32), rtol=1e-5, atol=1e-5)
     chex.assert_trees_all_close(np.asarray(ret), (expected + v).astype(np.float32), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 5, T])
+def test_a_horizon_cuts_every_advantage_at_the_end_of_its_unroll(horizon):
+    # Brax's PPO computes GAE over unrolls of unroll_length steps: each advantage sums the TD errors up to the end
+    # of its episode segment or of its unroll, whichever comes first (horizon 5 does not divide T = 17: the last
+    # unroll has 2 steps; horizon T cuts nothing but episode ends).
+    r, v, v_next, terminated, done = _random_rollout(seed=4, consistent=False)
+    adv, ret = _gae(r, v, v_next, terminated, done, 0.9, 0.8, horizon)
+    expected = np_gae_delta_sum(r, v, v_next, terminated, done, 0.9, 0.8, horizon)
+    chex.assert_trees_all_close(np.asarray(adv), expected.astype(np.float32), rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(np.asarray(ret), (expected + v).astype(np.float32), rtol=1e-5, atol=1e-5)
+    if horizon == T:
+        chex.assert_trees_all_close(adv, _gae(r, v, v_next, terminated, done, 0.9, 0.8)[0])
 
 
 def test_terminated_and_truncated_step_bootstraps_zero():
@@ -179,6 +196,24 @@ def test_lambda_zero_gives_one_step_td_errors():
     # delta_1 = 2 + 0.9*1.5 - 1.0 = 2.35
     # delta_2 = 3 + 0 - 1.5       = 1.5   (terminated)
     chex.assert_trees_all_close(adv[:, 0], jnp.array([1.4, 2.35, 1.5]), rtol=1e-5)
+
+
+def test_horizon_two_cuts_the_trace_between_unrolls():
+    r, v, v_next = _one_env([1.0, 2.0, 3.0, 4.0], [0.5, 1.0, 1.5, 2.0], [1.0, 1.5, 2.0, 2.5])
+    never = np.zeros((4, 1), bool)
+    adv, ret = _gae(r, v, v_next, never, never, 0.9, 0.5, horizon=2)
+    # gamma*lambda = 0.45;  delta_t = r_t + 0.9 v_next_t - v_t
+    # delta = [1 + 0.9 - 0.5, 2 + 1.35 - 1, 3 + 1.8 - 1.5, 4 + 2.25 - 2] = [1.4, 2.35, 3.3, 4.25]
+    # unroll [0, 1]: A_1 = 2.35, A_0 = 1.4 + 0.45*2.35 = 2.4575   (no trace from step 2 across the cut)
+    # unroll [2, 3]: A_3 = 4.25, A_2 = 3.3 + 0.45*4.25 = 5.2125
+    chex.assert_trees_all_close(adv[:, 0], jnp.array([2.4575, 2.35, 5.2125, 4.25]), rtol=1e-5)
+    chex.assert_trees_all_close(ret[:, 0], jnp.array([2.9575, 3.35, 6.7125, 6.25]), rtol=1e-5)
+
+
+def test_negative_horizon_raises():
+    r, v, v_next, terminated, done = _random_rollout(seed=3, consistent=False)
+    with pytest.raises(ValueError, match="horizon=-1"):
+        _gae(r, v, v_next, terminated, done, 0.9, 0.9, -1)
 
 
 # --------------------------------------------------------------------------------------- tracing and errors

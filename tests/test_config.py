@@ -42,6 +42,12 @@ INVALID = [
                  ["total_timesteps=1099511627776", "int32 update counter"], id="too-many-updates"),
     pytest.param(dict(normalizer_warmup_steps=8), ["normalizer_warmup_steps=8", "normalize_observations"],
                  id="warmup-without-normalisation"),
+    pytest.param(dict(gae_horizon=129), ["gae_horizon=129", "[0, num_steps=128]"], id="gae-horizon-too-long"),
+    pytest.param(dict(gae_horizon=-1), ["gae_horizon=-1", "integer in [0,"], id="gae-horizon-negative"),
+    pytest.param(dict(gae_horizon=5.0), ["gae_horizon=5.0", "integer"], id="gae-horizon-float"),
+    pytest.param(dict(policy_head_gain=0.0), ["policy_head_gain=0.0", "> 0.0"], id="policy-head-gain"),
+    pytest.param(dict(recompute_advantages=1), ["recompute_advantages=1", "True or False"],
+                 id="recompute-advantages-not-bool"),
 ]
 
 # Checks that need the environment: made when the run is built (make_train / make_agent), not by PPOConfig, so a

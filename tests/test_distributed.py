@@ -112,11 +112,12 @@ def test_layout_invariance_short_training(single_device_run, num_devices):
     assert bool(np.all(metrics.replicas_in_sync))
 
 
-@pytest.mark.parametrize("memory", ["none", "gru"])
-def test_layout_invariance_one_update(memory):
-    # With memory, minibatches are groups of whole environment sequences: the same groups on any layout too.
+@pytest.mark.parametrize("memory, recompute", [("none", False), ("gru", False), ("none", True)])
+def test_layout_invariance_one_update(memory, recompute):
+    # With memory, minibatches are groups of whole environment sequences: the same groups on any layout too. With
+    # recomputed advantages every epoch gathers its own minibatch statistics from every device.
     one = dict(total_timesteps=SHORT_RUN["num_envs"] * SHORT_RUN["num_steps"] * (1 if memory == "none" else 2),
-               memory=memory, memory_size=8)
+               memory=memory, memory_size=8, recompute_advantages=recompute, gae_horizon=5 if recompute else 0)
     ref_state, ref_metrics = _train(**one)
     state, metrics = _train(NUM_DEVICES, **one)
     chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-5, atol=1e-6)
@@ -185,6 +186,11 @@ def test_one_all_reduce_per_minibatch_step_and_one_gather_per_update():
         ops = re.findall(r"= [^ ]+ (all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(",
                          text)
         assert sorted(ops) == ["all-gather", "all-reduce"], (memory, ops)
+    # Recomputed advantages: one more all-gather, per epoch (each epoch's minibatch statistics).
+    config = jaxppo.PPOConfig(**SHORT_RUN, num_devices=2, recompute_advantages=True)
+    text = jax.jit(jaxppo.make_train(config)).lower(jax.random.key(0)).compile().as_text()
+    ops = re.findall(r"= [^ ]+ (all-reduce|all-gather)(?:-start)?\(", text)
+    assert sorted(ops) == ["all-gather", "all-gather", "all-reduce"], ops
     # With check_replicas the fingerprint adds one all-gather per update.
     config = jaxppo.PPOConfig(**SHORT_RUN, num_devices=2)
     text = jax.jit(jaxppo.make_train(config, check_replicas=True)).lower(jax.random.key(0)).compile().as_text()

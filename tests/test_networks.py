@@ -127,6 +127,21 @@ def test_orthogonal_initialisation_and_zero_biases(cartpole):
         np.testing.assert_array_equal(bias, np.zeros_like(bias))
 
 
+@pytest.mark.parametrize("distribution", ["categorical", "tanh_gaussian"])
+def test_policy_head_gain_sets_the_norm_of_every_policy_output_layer(distribution):
+    # policy_head_gain scales the logits layer, or the Gaussian's mean and state-dependent scale layers; the
+    # scale layer's bias still starts every state at init_scale's raw value.
+    env = dict(categorical="CartPole-v1", tanh_gaussian="Pendulum-v1")[distribution]
+    extra = dict(scale_type="state_dependent", init_scale=0.5) if distribution == "tanh_gaussian" else {}
+    _, params, _ = _build(PPOConfig(env=env, distribution=distribution, policy_head_gain=0.7, **extra))
+    head = params["params"]["actor_head"]
+    kernels = [head["kernel"]] if distribution == "categorical" else [head["mean"]["kernel"], head["scale"]["kernel"]]
+    for kernel in kernels:
+        _assert_orthogonal(kernel, 0.7)
+    if distribution == "tanh_gaussian":
+        np.testing.assert_allclose(head["scale"]["bias"], np.log(0.5), rtol=1e-6)
+
+
 def test_actor_and_critic_share_no_parameters(cartpole):
     network, params, _ = cartpole
     p = params["params"]

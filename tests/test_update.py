@@ -133,3 +133,120 @@ def test_the_trainer_normalises_each_minibatch_with_its_own_statistics(memory):
                             loss_fn=_advantage_statistics_loss)
     _, metrics = jax.jit(raw)(jax.random.key(0))
     assert float(jnp.min(metrics.loss["std_error"])) > 0.05
+
+
+# ------------------------------------------------------------------------------- recomputed advantages
+def _recompute_setup(memory: str, num_epochs: int = 2, gae_horizon: int = 3):
+    """An agent, its initial parameters and a synthetic rollout (T = 12 steps of B = 4 environments) with episode
+    starts, terminations and truncations in the middle, acted on by the policy itself (ratio 1 before learning).
+
+    Returns (agent, params, TargetInputs, LossInputs [T, B] with the targets of the rollout's critic)."""
+    from jaxppo.agent import apply_policy, make_agent
+    from jaxppo.losses import LossInputs
+    from jaxppo.networks import init_params
+    from jaxppo.update import TargetInputs, recompute_targets
+
+    num_steps, num_envs = 12, 4
+    config = jaxppo.PPOConfig(num_envs=num_envs, num_steps=num_steps, num_minibatches=2, num_epochs=num_epochs,
+                              total_timesteps=num_envs * num_steps, memory=memory, memory_size=8,
+                              recompute_advantages=True, gae_horizon=gae_horizon)
+    agent = make_agent(config)
+    keys = jax.random.split(jax.random.key(3), 8)
+    params = init_params(agent.network, agent.spec, keys[0])
+    rng = np.random.default_rng(0)
+    terminated = rng.random((num_steps, num_envs)) < 0.1
+    truncated = rng.random((num_steps, num_envs)) < 0.1
+    terminated[4, 0] = truncated[7, 1] = truncated[num_steps - 1, 2] = True
+    first = np.concatenate([rng.random((1, num_envs)) < 0.5, terminated | truncated])  # [T + 1, B]
+    memory_carry = jax.tree.map(lambda x: jax.random.normal(keys[1], x.shape), agent.network.initial_carry(num_envs))
+    inputs = TargetInputs(
+        obs=jax.random.normal(keys[2], (num_steps + 1, num_envs, 4)), first=jnp.asarray(first), memory=memory_carry,
+        reward=jax.random.normal(keys[3], (num_steps, num_envs)), terminated=jnp.asarray(terminated),
+        truncated=jnp.asarray(truncated),
+        bootstrap_value=jnp.where(truncated, jax.random.normal(keys[4], (num_steps, num_envs)), 0.0))
+    _, dist, values = apply_policy(agent, params, memory_carry, inputs.obs[:-1], inputs.first[:-1])
+    actions = dist.sample(keys[5])
+    hp = HParams.from_config(config)
+    advantages, returns = recompute_targets(agent, params, inputs, hp)
+    batch = LossInputs(obs=inputs.obs[:-1], first=inputs.first[:-1], action_mask=None, actions=actions,
+                       old_log_probs=dist.log_prob(actions), old_values=values, advantages=advantages,
+                       returns=returns, memory=memory_carry)
+    return agent, params, inputs, batch
+
+
+@pytest.mark.parametrize("memory", ["none", "gru"])
+def test_recomputed_targets_are_gae_of_the_critic_stepped_one_observation_at_a_time(memory):
+    # Reference: the critic applied one step at a time from the stored carry (reset where `first`), over the T + 1
+    # observations; truncated steps bootstrap from the rollout's value of their final observation; GAE walked
+    # forward in NumPy with the horizon's cuts (tests/test_advantages.py).
+    from jaxppo.agent import policy_step
+    from tests.test_advantages import np_gae_delta_sum
+
+    agent, params, inputs, batch = _recompute_setup(memory)
+    step = jax.jit(lambda carry, obs, first: policy_step(agent, params, carry, obs, first))
+    carry, values = inputs.memory, []
+    for t in range(inputs.obs.shape[0]):
+        carry, _, value = step(carry, inputs.obs[t], inputs.first[t])
+        values.append(np.asarray(value, np.float64))
+    values = np.stack(values)
+    v_next = np.where(inputs.truncated, np.asarray(inputs.bootstrap_value), values[1:])
+    terminated = np.asarray(inputs.terminated)
+    done = terminated | np.asarray(inputs.truncated)
+    expected = np_gae_delta_sum(np.asarray(inputs.reward, np.float64), values[:-1], v_next, terminated, done,
+                                0.99, 0.95, horizon=3)
+    np.testing.assert_allclose(np.asarray(batch.advantages), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(batch.returns), expected + values[:-1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("memory", ["none", "gru"])
+def test_each_epoch_learns_from_the_targets_of_the_critic_it_starts_with(memory):
+    # learn() with recompute_advantages over 2 epochs equals two one-epoch learns of the plain path, each handed
+    # the targets recomputed under the parameters that epoch starts with (and its own minibatch statistics).
+    from jaxppo.collectives import gather
+    from jaxppo.losses import ppo_loss
+    from jaxppo.update import UpdatePlan, learn, prepare, recompute_targets
+
+    agent, params, inputs, batch = _recompute_setup(memory)
+    layout = make_layout(agent.config)
+    hp = HParams.from_config(agent.config).replace(lr=3e-3)
+    opt_state = init_optimizer_state(agent.config, params)
+    plan = prepare(layout, batch, jax.random.key(7), 4, 0, inputs)
+    learned, _, _ = jax.jit(lambda p, o: learn(agent, layout, ppo_loss, p, o, plan, None, hp))(params, opt_state)
+
+    def one_epoch(params, opt_state, epoch, target_params):
+        advantages, returns = layout.arrange(recompute_targets(agent, target_params, inputs, hp))
+        indices = plan.indices[epoch:epoch + 1]
+        moments = gather(layout.advantage_moments(advantages, indices), None)
+        epoch_plan = UpdatePlan(plan.batch._replace(advantages=advantages, returns=returns), indices, None, None)
+        return learn(agent, layout, ppo_loss, params, opt_state, epoch_plan, moments, hp)[:2]
+
+    after_first = one_epoch(params, opt_state, 0, params)
+    expected = one_epoch(*after_first, 1, after_first[0])
+    stale = one_epoch(*after_first, 1, params)  # the second epoch with the rollout critic's targets
+    chex.assert_trees_all_close(learned, expected[0], rtol=1e-5, atol=1e-6)
+    gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(stale[0]), jax.tree.leaves(expected[0])))
+    assert gap > 1e-4, gap  # the recomputation changes the result by far more than the tolerance
+
+
+def _target_statistics_loss(params, batch, hp, config, evaluate):
+    """A loss with a zero gradient that reports the targets it is handed (raw advantages and value targets)."""
+    zero = 0.0 * sum(jnp.sum(leaf) for leaf in jax.tree.leaves(params))
+    return zero, {"returns": jnp.mean(batch.returns), "returns_sq": jnp.mean(jnp.square(batch.returns)),
+                  "advantages": jnp.mean(batch.advantages), "advantages_sq": jnp.mean(jnp.square(batch.advantages))}
+
+
+def test_the_trainer_recomputes_the_rollout_targets_when_the_critic_has_not_moved():
+    # The trainer's wiring (the observation after the rollout, normalised as the policy saw it; its `first`; the
+    # carry at the rollout's start): with parameters that never change, every epoch's recomputed targets are the
+    # rollout's targets, whatever the horizon. With memory, so the carry matters (the feed-forward path differs
+    # only in the layout, which test_each_epoch_learns_... covers).
+    memory = "gru"
+    overrides = dict(env="CartPole-v1", num_envs=8, num_steps=16, num_minibatches=4, num_epochs=2,
+                     total_timesteps=8 * 16 * 3, memory=memory, memory_size=8, normalize_advantages=False,
+                     normalize_observations=True, gae_horizon=6)
+    runs = [jax.jit(jaxppo.make_train(jaxppo.PPOConfig(**overrides, recompute_advantages=recompute),
+                                      loss_fn=_target_statistics_loss))(jax.random.key(0))[1].loss
+            for recompute in (False, True)]
+    for name in runs[0]:
+        np.testing.assert_allclose(runs[1][name], runs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert float(jnp.max(runs[0]["returns_sq"])) > 0.1  # not trivially zero targets
