@@ -127,11 +127,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-tanh-eps8-recompute-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                                adam_eps=1e-8, recompute_advantages=True, max_grad_norm=1e6,
                                                **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    # ... and over Brax's 5-step unrolls too (recompute + horizon 5 + no clips: Brax's advantages, per epoch).
+    "jaxppo-tanh-eps8-braxgae-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                             adam_eps=1e-8, recompute_advantages=True, gae_horizon=5,
+                                             max_grad_norm=1e6, **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
     # ... and with Brax's initial policy (a last layer initialised like any other: gain ~1, not 0.01).
     "jaxppo-tanh-eps8-recompute-noclips-gain1": dict(hidden_sizes=(256, 256), activation="silu",
                                                      normalize_rewards=True, adam_eps=1e-8, recompute_advantages=True,
                                                      max_grad_norm=1e6, policy_head_gain=1.0, **BRAX_DISTRIBUTION,
                                                      **NO_VALUE_CLIP),
+    "jaxppo-preset-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                    recompute_advantages=True),
+    "jaxppo-tanh-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                  recompute_advantages=True, **BRAX_DISTRIBUTION),
     "jaxppo-sizes-recompute": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
                                    **BRAX_SIZES),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
