@@ -123,7 +123,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                       adam_eps=1e-8, gae_horizon=5, **BRAX_DISTRIBUTION),
     "jaxppo-tanh-eps8-braxgae": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                      adam_eps=1e-8, recompute_advantages=True, gae_horizon=5, **BRAX_DISTRIBUTION),
-    # Recomputed advantages without value and grad-norm clipping (as Brax), and on the IDP preset's mapping.
+    # Recomputed advantages without value and grad-norm clipping (as Brax).
     "jaxppo-tanh-eps8-recompute-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                                adam_eps=1e-8, recompute_advantages=True, max_grad_norm=1e6,
                                                **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
@@ -136,6 +136,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                      normalize_rewards=True, adam_eps=1e-8, recompute_advantages=True,
                                                      max_grad_norm=1e6, policy_head_gain=1.0, **BRAX_DISTRIBUTION,
                                                      **NO_VALUE_CLIP),
+    # Recomputed advantages on the hopper (preset), ant (tanh) and inverted_double_pendulum (sizes) mappings.
     "jaxppo-preset-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                     recompute_advantages=True),
     "jaxppo-tanh-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,

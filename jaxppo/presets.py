@@ -150,7 +150,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # At the notebook batch itself that mapping was behind Brax's PPO at 983k steps (206 vs 996, 3 seeds each);
     # advantages recomputed before every epoch (Brax recomputes them for every minibatch) without value-loss and
     # gradient-norm clipping (Brax's defaults) reached 919 +- 34 there (each alone: 336, and 592 over 2 seeds),
-    # and 355 +- 30 vs 386 +- 44 at 102k at the small batch (within noise; 1000 from 205k).
+    # and 355 +- 30 vs 386 +- 44 at 102k at the small batch (within noise; 962-1000 from 205k).
     "brax/inverted_pendulum": dict(env="brax/inverted_pendulum", num_envs=2048, num_steps=80,
                                    total_timesteps=2_000_000, lr=3e-4, anneal_lr=False, num_epochs=4,
                                    num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3, ent_coef=0.01,
