@@ -49,8 +49,8 @@ def read_run(path: Path, timeout: float = 30.0) -> tuple[dict, list[dict]]:
     """({name, group, project, config}, [history rows as {key: value}]) of one offline run file.
 
     The file is read once it holds the run's `exit` record (waiting up to `timeout` seconds): W&B's service writes
-    the records in the background, and under load they were once not all on disk when `run.finish()` returned (a
-    file with the header alone, no `run` record, was read in one CI run).
+    the records in the background. In one CI run the file read after `run.finish()` held no `run` record; records
+    not yet on disk is the likely cause (inferred, not observed).
     """
     deadline = time.monotonic() + timeout
     records = _records(path)
