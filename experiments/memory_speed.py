@@ -19,6 +19,10 @@ update where the trailing 10-update mean return reaches it; in env steps and in 
 harder task is MemoryChain-bsuite with a memory length of --chain-length steps (the cue is seen on the first step,
 the query answered --chain-length steps later).
 
+--sequence-lengths L ... adds, to every speed setting, its gru and lru programs replaying sequences of L steps
+(`sequence_length`, rows "<core>-seq<L>"); --sequence-length L trains every quality run that way. --tag names the
+result files apart (memory_speed<tag>.csv, ...).
+
 PureJaxRL is third-party code and is not kept here: pass a checkout of github.com/luchris429/purejaxrl (Apache-2.0)
 with --purejaxrl PATH. Its ppo_rnn.py is patched in memory at run time, for the installed libraries only:
 `nn.GRUCell.initialize_carry` is an instance method taking the carry shape in flax >= 0.8 (and GRUCell needs its
@@ -141,8 +145,10 @@ class SpeedRow(NamedTuple):
     vs_feed_forward: float
 
 
-def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None) -> list[tuple[str, PPOConfig, bool]]:
-    """(program name, config, is PureJaxRL) of one speed setting."""
+def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
+                   sequence_lengths: tuple[int, ...] = ()) -> list[tuple[str, PPOConfig, bool]]:
+    """(program name, config, is PureJaxRL) of one speed setting; each jaxppo gru / lru program again with every
+    sequence length in sequence_lengths (named "<name>-seq<L>": the update replays sequences of L steps)."""
     if setting == "cartpole-4x128":
         base = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=128, num_minibatches=4, num_epochs=4,
                          total_timesteps=steps, memory="gru", memory_size=128)
@@ -156,6 +162,8 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None) -> li
     programs = [("gru", gru, False), ("lru", lru, False), ("lru-associative", lru, False)]
     if narrow != lru:
         programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
+    programs += [(f"{name}-seq{length}", dataclasses.replace(config, sequence_length=length), False)
+                 for length in sequence_lengths for name, config, _ in list(programs) if name in ("gru", "lru")]
     programs.append(("feed-forward", dataclasses.replace(gru, memory="none"), False))
     if pjx is not None and "/" not in gru.env:
         programs.insert(0, ("purejaxrl-gru", dataclasses.replace(gru, memory_size=128), True))
@@ -180,7 +188,8 @@ def scan_forced(scan: str | None):
 def run_speed(args: argparse.Namespace, pjx: types.ModuleType | None) -> list[SpeedRow]:
     compiled = []
     for setting in args.settings:
-        for name, config, third_party in speed_programs(setting, args.speed_steps, pjx):
+        for name, config, third_party in speed_programs(setting, args.speed_steps, pjx,
+                                                        tuple(args.sequence_lengths)):
             train = pjx.make_train(purejaxrl_config(config)) if third_party else make_train(config)
             start = time.perf_counter()
             with scan_forced("associative" if name == "lru-associative" else None):  # traced in lower()
@@ -216,6 +225,7 @@ class QualityRow(NamedTuple):
     task: str
     memory: str
     memory_size: int
+    sequence_length: int
     seeds: int
     env_steps: int
     train_s: float
@@ -237,10 +247,11 @@ def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[P
         preset = "memorychain-bsuite" if memory == "gru" else "memorychain-bsuite/lru"
         config = preset_config(preset, env="custom", num_steps=args.chain_steps,
                                total_timesteps=args.chain_budget, gamma=0.99)
-        return config, MemoryChain(), EnvParams(memory_length=args.chain_length)
+        return (dataclasses.replace(config, sequence_length=args.sequence_length), MemoryChain(),
+                EnvParams(memory_length=args.chain_length))
     preset = task if memory == "gru" else f"{task}/lru"
     budget = {"total_timesteps": args.quality_budget} if args.quality_budget else {}
-    return preset_config(preset, **budget), None, None
+    return preset_config(preset, sequence_length=args.sequence_length, **budget), None, None
 
 
 def run_quality(args: argparse.Namespace) -> list[QualityRow]:
@@ -265,7 +276,7 @@ def run_quality(args: argparse.Namespace) -> list[QualityRow]:
             steps = np.where(reached > 0, reached * per_update, np.nan)
             solved = int(np.sum(reached > 0))
             median_steps = float(np.median(steps)) if solved == args.seeds else float("nan")
-            row = QualityRow(task, memory, config.memory_size, args.seeds, config.num_env_steps, seconds,
+            row = QualityRow(task, memory, config.memory_size, config.sequence_length, args.seeds, config.num_env_steps, seconds,
                              float(finals.mean()), float(finals.min()), float(greedy.mean()), float(greedy.min()),
                              solved, threshold, median_steps, median_steps / config.num_env_steps * seconds)
             rows.append(row)
@@ -287,6 +298,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chain-length", type=int, default=30)
     parser.add_argument("--chain-steps", type=int, default=128, help="rollout length of the long MemoryChain")
     parser.add_argument("--chain-budget", type=int, default=1_000_000)
+    parser.add_argument("--sequence-lengths", type=int, nargs="*", default=[],
+                        help="speed: also time the gru / lru programs replaying sequences of these lengths")
+    parser.add_argument("--sequence-length", type=int, default=0,
+                        help="quality: the update replays sequences of this many steps (0: whole rollouts)")
+    parser.add_argument("--tag", default="", help="appended to the result files' names")
     parser.add_argument("--out-dir", type=Path, default=Path("experiments/results"))
     args = parser.parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -295,13 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.part in ("speed", "both"):
         pjx = load_purejaxrl(args.purejaxrl) if args.purejaxrl else None
         rows = run_speed(args, pjx)
-        common.write_csv(args.out_dir / "memory_speed.csv", rows)
-        (args.out_dir / "memory_speed.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        common.write_csv(args.out_dir / f"memory_speed{args.tag}.csv", rows)
+        (args.out_dir / f"memory_speed{args.tag}.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
         print(common.markdown_table(rows), flush=True)
     if args.part in ("quality", "both"):
         rows = run_quality(args)
-        common.write_csv(args.out_dir / "memory_quality.csv", rows)
-        (args.out_dir / "memory_quality.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        common.write_csv(args.out_dir / f"memory_quality{args.tag}.csv", rows)
+        (args.out_dir / f"memory_quality{args.tag}.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
         print(common.markdown_table(rows), flush=True)
 
 

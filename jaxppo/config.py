@@ -165,6 +165,10 @@ class PPOConfig:
     parallel (associative) on accelerators, sequential on the CPU)."""
     memory_size: int = field(128, IDENTITY)
     """Width of the memory core's carry (memory='gru' or 'lru')."""
+    sequence_length: int = 0
+    """With memory: the update replays sequences of this many steps, each from the carry the rollout had at its
+    start (truncated backpropagation through time, as RLlib's max_seq_len or R2D2's stored state: the rollout still
+    carries memory across the cuts, gradients stop there); must divide num_steps. 0: whole rollouts."""
     init_log_std: float | None = None
     """Initial log-std of the Gaussian policy (continuous actions only); None means 0.0. Same as init_scale=exp(.)."""
     distribution: str = field("auto", IDENTITY)
@@ -257,6 +261,11 @@ class PPOConfig:
         return self.memory != "none"
 
     @property
+    def sequences_per_env(self) -> int:
+        """Replayed sequences per environment and rollout: num_steps / sequence_length (1 for whole rollouts)."""
+        return self.num_steps // self.sequence_length if self.sequence_length else 1
+
+    @property
     def rounding_note(self) -> str:
         """One sentence on how total_timesteps was rounded to whole updates ('' when exact)."""
         if self.num_env_steps == self.total_timesteps:
@@ -282,11 +291,18 @@ class PPOConfig:
             )
         per_device = self.num_envs // devices
         if self.recurrent:
-            if per_device % self.num_minibatches:
+            sequences = per_device * self.sequences_per_env
+            if sequences % self.num_minibatches and self.sequence_length:
+                raise ValueError(
+                    f"num_minibatches={self.num_minibatches}: with memory, minibatches are groups of sequences, so "
+                    f"it must divide the {sequences} sequences per device ({per_device} environments x "
+                    f"num_steps / sequence_length = {self.sequences_per_env}; num_envs={self.num_envs} over {layout})"
+                )
+            if sequences % self.num_minibatches:
                 raise ValueError(
                     f"num_minibatches={self.num_minibatches}: with memory, minibatches are groups of whole "
                     f"environment sequences, so it must divide the {per_device} environments per device "
-                    f"(num_envs={self.num_envs} over {layout})"
+                    f"(num_envs={self.num_envs} over {layout}); or cut them with sequence_length"
                 )
         elif devices == 1 and self.batch_size % self.num_minibatches:
             raise ValueError(
@@ -315,6 +331,13 @@ class PPOConfig:
         if not _is_int(self.gae_horizon) or not 0 <= self.gae_horizon <= self.num_steps:
             raise ValueError(f"gae_horizon={self.gae_horizon!r}: must be an integer in [0, num_steps={self.num_steps}] "
                              "(0: GAE over the whole rollout)")
+        if not _is_int(self.sequence_length) or self.sequence_length < 0 or (
+                self.sequence_length and self.num_steps % self.sequence_length):
+            raise ValueError(f"sequence_length={self.sequence_length!r}: must be 0 (whole rollouts) or an integer "
+                             f"that divides num_steps={self.num_steps}")
+        if self.sequence_length and not self.recurrent:
+            raise ValueError(f"sequence_length={self.sequence_length}: only for policies with memory (memory='gru' "
+                             "or 'lru'); feed-forward minibatches are shuffled steps, leave it 0")
         for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_observations",
                      "normalize_rewards", "recompute_advantages"):
             if not isinstance(getattr(self, name), bool):

@@ -32,7 +32,8 @@ class LossInputs(NamedTuple):
     old_values: jax.Array  # float32
     advantages: jax.Array  # float32 (normalised when config.normalize_advantages)
     returns: jax.Array  # float32: value targets
-    memory: Any  # network carry at the start of each sequence [N, ...] (() without memory)
+    memory: Any  # network carry at the start of each sequence [N, ...] (() without memory; before the layout
+    # arranges a rollout batch: the carries at the starts of its sequences [C, B, ...], see jaxppo.update)
 
 
 Evaluate = Callable[[Any, LossInputs], tuple[Distribution, jax.Array]]

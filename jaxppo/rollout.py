@@ -150,14 +150,49 @@ def rollout(agent: Agent, params, carry: EnvCarry, key: jax.Array, env_ids: jax.
     """
     num_steps = agent.config.num_steps if num_steps is None else num_steps
     noise, step_keys = rollout_randomness(agent, key, num_steps, env_ids)
+    (carry, tally), transitions = lax.scan(_step_body(agent, params, normalizers, gamma), (carry, empty_tally()),
+                                           (noise, step_keys))
+    return carry, transitions, tally
+
+
+def _step_body(agent: Agent, params, normalizers: Normalizers, gamma: jax.Array):
+    """The body of a scan over rollout steps: ((carry, tally), (noise, step keys)) -> ((carry, tally), transition)."""
 
     def body(loop, xs):
         carry, tally = loop
         carry, tally, transition = env_step(agent, params, carry, tally, xs[0], xs[1], normalizers, gamma)
         return (carry, tally), transition
 
-    (carry, tally), transitions = lax.scan(body, (carry, empty_tally()), (noise, step_keys))
-    return carry, transitions, tally
+    return body
+
+
+def rollout_sequences(agent: Agent, params, carry: EnvCarry, key: jax.Array, env_ids: jax.Array,
+                      normalizers: Normalizers, gamma: jax.Array) -> tuple[EnvCarry, Transition, EpisodeTally, Carry]:
+    """`rollout` of config.num_steps steps that also returns the network carry at the start of each of the
+    C = config.sequences_per_env sequences the update replays (config.sequence_length steps each).
+
+    The same steps, randomness and results as `rollout` (a scan over C sequences of a scan over their steps);
+    with one sequence (sequence_length 0) it is `rollout` itself.
+    Returns:
+      (carry after the rollout, Transition [T, B, ...], tally, carries at every sequence start [C, B, ...] per
+      branch: () without memory).
+    """
+    num_sequences = agent.config.sequences_per_env
+    if num_sequences == 1:
+        starts = jax.tree.map(lambda x: x[None], carry.memory)
+        return rollout(agent, params, carry, key, env_ids, normalizers, gamma) + (starts,)
+    noise, step_keys = rollout_randomness(agent, key, agent.config.num_steps, env_ids)
+    body = _step_body(agent, params, normalizers, gamma)
+
+    def sequence(loop, xs):
+        start = loop[0].memory
+        loop, transitions = lax.scan(body, loop, xs)
+        return loop, (start, transitions)
+
+    by_sequence = jax.tree.map(lambda x: x.reshape((num_sequences, -1) + x.shape[1:]), (noise, step_keys))
+    (carry, tally), (starts, transitions) = lax.scan(sequence, (carry, empty_tally()), by_sequence)
+    transitions = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), transitions)  # [C, L, B, ...] -> [T, B]
+    return carry, transitions, tally, starts
 
 
 def next_values(agent: Agent, params, carry: EnvCarry, traj: Transition, normalizers: Normalizers) -> jax.Array:

@@ -28,7 +28,7 @@ from jaxppo.episodes import EpisodeTally, close_tally
 from jaxppo.losses import LossFn, LossInputs, loss_hyperparameters, ppo_loss
 from jaxppo.networks import init_params
 from jaxppo.normalizers import Normalizers, init_normalizers, merge_moments
-from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout
+from jaxppo.rollout import EnvCarry, Transition, next_values, reset_envs, rollout, rollout_sequences
 from jaxppo.schedules import effective_hparams
 from jaxppo.update import TargetInputs, init_optimizer_state, learn, make_layout, prepare
 
@@ -175,7 +175,8 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, axis_name: str
     hp = effective_hparams(state.hparams, state.update_step, config.num_updates)
     key, rollout_key, epoch_key = jax.random.split(state.key, 3)
     env_ids = local_env_ids(agent, axis_name)
-    carry, traj, tally = rollout(agent, state.params, state.env, rollout_key, env_ids, state.normalizers, hp.gamma)
+    carry, traj, tally, starts = rollout_sequences(agent, state.params, state.env, rollout_key, env_ids,
+                                                   state.normalizers, hp.gamma)
 
     values_next = next_values(agent, state.params, carry, traj, state.normalizers)
     advantages, returns = gae(traj.reward, traj.value, values_next, traj.terminated, traj.terminated | traj.truncated,
@@ -191,7 +192,7 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, axis_name: str
             bootstrap_value=traj.bootstrap_value)
     plan = prepare(layout, LossInputs(
         obs=obs, first=traj.first, action_mask=traj.action_mask, actions=traj.action, old_log_probs=traj.log_prob,
-        old_values=traj.value, advantages=advantages, returns=returns, memory=state.env.memory),
+        old_values=traj.value, advantages=advantages, returns=returns, memory=starts),
         epoch_key, env_ids.shape[0], env_ids[0], targets)
 
     # Every global statistic of this update in one all-gather.

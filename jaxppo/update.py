@@ -7,10 +7,12 @@ environments are cut into fixed groups of g = shuffle_group_size(T, M) consecuti
 g*T samples are permuted with a key that depends only on the group's global index, and minibatch m takes the
 m-th slice of every group's permutation (when T % M == 0, g = 1: every minibatch holds T/M steps of every
 environment). Each sample is in exactly one minibatch per epoch, and the global minibatch m is the same set of
-samples on any number of devices. Policies with memory learn from whole sequences: minibatches are groups of
-environments (their T steps each), permuted within groups of M consecutive global indices, and replayed from the
-carry stored at the start of the rollout. The layout (`SampleLayout` / `SequenceLayout`) is chosen once, by
-`make_layout`; nothing else in the update asks whether the policy has memory.
+samples on any number of devices. Policies with memory learn from sequences: the rollout of every environment is
+cut into C = T / L sequences of L = config.sequence_length steps (C = 1: whole rollouts), sequence c of
+environment b has the global index b * C + c, minibatches are groups of sequences permuted within groups of M
+consecutive global indices, and each sequence is replayed from the carry the rollout stored at its start. The
+layout (`SampleLayout` / `SequenceLayout`) is chosen once, by `make_layout`; nothing else in the update asks
+whether the policy has memory.
 
 Collectives. `minibatch_step` averages gradients *and* loss metrics over the device axis in one all-reduce, then
 applies one optimizer step on the flat parameter vector, so parameters stay identical on every device. The
@@ -138,7 +140,10 @@ class SampleLayout(NamedTuple):
     num_epochs: int
 
     def arrange(self, batch: LossInputs) -> LossInputs:
-        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), batch)
+        return self.arrange_steps(batch)
+
+    def arrange_steps(self, steps: Any) -> Any:
+        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), steps)
 
     def minibatches(self, key: jax.Array, num_local_envs: int, first_env: jax.Array | int) -> jax.Array:
         return sample_minibatches(key, jnp.arange(self.num_epochs), num_local_envs, self.num_steps,
@@ -156,19 +161,35 @@ class SampleLayout(NamedTuple):
 
 
 class SequenceLayout(NamedTuple):
-    """Minibatches of whole sequences (policies with memory): the rollout stays [T, B, ...] with the carry stored
-    at its start [B, ...]; minibatch indices are environments [E, M, B/M]; a minibatch is replayed over its T
-    steps from the stored carry, resetting where `first` is set."""
+    """Minibatches of sequences (policies with memory): the rollout [T, B, ...] becomes [L, B * C, ...] (sequence
+    b * C + c: steps c * L ... c * L + L - 1 of environment b; unchanged when C = 1) with the carries stored at the
+    sequence starts [C, B, ...] becoming [B * C, ...]; minibatch indices are sequences [E, M, B * C / M]; a
+    minibatch is replayed over its L steps from its stored carries, resetting where `first` is set."""
 
     num_minibatches: int
     num_epochs: int
+    sequences_per_env: int = 1  # C
 
     def arrange(self, batch: LossInputs) -> LossInputs:
-        return batch
+        """batch with time-major fields [T, B, ...] and memory the carries at the sequence starts [C, B, ...]."""
+        starts = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), batch.memory)
+        return self.arrange_steps(batch._replace(memory=()))._replace(memory=starts)
+
+    def arrange_steps(self, steps: Any) -> Any:
+        """Any pytree of time-major [T, B, ...] -> [L, B * C, ...] (the sequence order above)."""
+        if self.sequences_per_env == 1:
+            return steps
+
+        def cut(x):
+            by_sequence = x.reshape((self.sequences_per_env, -1) + x.shape[1:])  # [C, L, B, ...]
+            return jnp.moveaxis(by_sequence, 0, 2).reshape((by_sequence.shape[1], -1) + x.shape[2:])
+
+        return jax.tree.map(cut, steps)
 
     def minibatches(self, key: jax.Array, num_local_envs: int, first_env: jax.Array | int) -> jax.Array:
-        return sequence_minibatches(key, jnp.arange(self.num_epochs), num_local_envs, self.num_minibatches,
-                                    first_env)
+        c = self.sequences_per_env
+        return sequence_minibatches(key, jnp.arange(self.num_epochs), num_local_envs * c, self.num_minibatches,
+                                    first_env * c)
 
     def take(self, batch: LossInputs, index: jax.Array) -> LossInputs:
         sequences = jax.tree.map(lambda x: jnp.take(x, index, axis=1), batch._replace(memory=()))
@@ -185,7 +206,8 @@ class SequenceLayout(NamedTuple):
 Layout = SampleLayout | SequenceLayout
 """How a rollout batch is cut into minibatches and replayed: chosen once per run by `make_layout`.
 
-    arrange(batch: any pytree of [T, B, ...]) -> laid out;  minibatches(key, B_local, first_env) -> int32 [E, M, n];
+    arrange(batch: LossInputs of [T, B, ...], memory [C, B, ...]) -> laid out;  arrange_steps(any pytree of
+    [T, B, ...]) -> laid out;  minibatches(key, B_local, first_env) -> int32 [E, M, n];
     take(laid-out batch, index [n]) -> minibatch;  advantage_moments(laid-out advantages, indices) -> Moments [E, M];
     replay(agent, params, minibatch) -> (distribution, values) under params."""
 
@@ -193,7 +215,7 @@ Layout = SampleLayout | SequenceLayout
 def make_layout(config: PPOConfig) -> Layout:
     """Sequences for policies with memory, shuffled samples otherwise (the only place that asks)."""
     if config.recurrent:
-        return SequenceLayout(config.num_minibatches, config.num_epochs)
+        return SequenceLayout(config.num_minibatches, config.num_epochs, config.sequences_per_env)
     return SampleLayout(config.num_steps, config.num_minibatches, config.num_epochs)
 
 
@@ -265,7 +287,8 @@ class UpdatePlan(NamedTuple):
 
 def prepare(layout: Layout, batch: LossInputs, key: jax.Array, num_local_envs: int,
             first_env: jax.Array | int, targets: TargetInputs | None = None) -> UpdatePlan:
-    """Lay out a rollout batch ([T, B, ...], carry [B, ...]) and plan every epoch's minibatches."""
+    """Lay out a rollout batch ([T, B, ...], carries at the sequence starts [C, B, ...]) and plan every epoch's
+    minibatches."""
     batch = layout.arrange(batch)
     indices = layout.minibatches(key, num_local_envs, first_env)
     return UpdatePlan(batch, indices, layout.advantage_moments(batch.advantages, indices), targets)
@@ -315,7 +338,7 @@ def learn(agent: Agent, layout: Layout, loss_fn: LossFn, params, opt_state, plan
 
     def epoch(carry, indices):
         """One pass over minibatches indices [M, n], its targets from the critic the epoch starts with."""
-        advantages, returns = layout.arrange(recompute_targets(agent, unravel(carry[0]), plan.targets, hp))
+        advantages, returns = layout.arrange_steps(recompute_targets(agent, unravel(carry[0]), plan.targets, hp))
         batch = plan.batch._replace(advantages=advantages, returns=returns)
         minibatches = take_all(batch, indices)
         if config.normalize_advantages:

@@ -42,6 +42,14 @@ INVALID = [
                  ["total_timesteps=1099511627776", "int32 update counter"], id="too-many-updates"),
     pytest.param(dict(normalizer_warmup_steps=8), ["normalizer_warmup_steps=8", "normalize_observations"],
                  id="warmup-without-normalisation"),
+    pytest.param(dict(memory="gru", sequence_length=48), ["sequence_length=48", "divides num_steps=128"],
+                 id="sequence-length-not-a-divisor"),
+    pytest.param(dict(memory="gru", sequence_length=-1), ["sequence_length=-1", "must be 0"], id="sequence-length-neg"),
+    pytest.param(dict(sequence_length=16), ["sequence_length=16", "only for policies with memory"],
+                 id="sequence-length-without-memory"),
+    # 4 environments x 128 / 64 = 8 sequences per device: not divisible into 3 minibatches.
+    pytest.param(dict(memory="gru", num_envs=4, num_minibatches=3, sequence_length=64),
+                 ["num_minibatches=3", "8 sequences per device"], id="sequence-minibatches"),
     pytest.param(dict(gae_horizon=129), ["gae_horizon=129", "[0, num_steps=128]"], id="gae-horizon-too-long"),
     pytest.param(dict(gae_horizon=-1), ["gae_horizon=-1", "integer in [0,"], id="gae-horizon-negative"),
     pytest.param(dict(gae_horizon=5.0), ["gae_horizon=5.0", "integer"], id="gae-horizon-float"),
@@ -117,6 +125,17 @@ def test_envs_per_device_and_global_layout_check():
     config.check_layout(num_processes=2)
     with pytest.raises(ValueError, match=r"num_envs=8: must be divisible by the 3 process\(es\) x 2 device"):
         config.check_layout(num_processes=3)
+
+
+def test_sequences_cut_the_rollout_into_more_minibatch_units():
+    # With memory, minibatches are groups of sequences: 4 environments x 128 / 32 = 16 sequences fill 8 minibatches
+    # (whole rollouts: 4 sequences, too few).
+    config = PPOConfig(memory="gru", num_envs=4, num_minibatches=8, sequence_length=32)
+    assert config.sequences_per_env == 4
+    assert PPOConfig(memory="gru", num_envs=4, sequence_length=128).sequences_per_env == 1
+    assert PPOConfig(memory="gru", num_envs=4).sequences_per_env == 1
+    with pytest.raises(ValueError, match="num_minibatches=8: with memory"):
+        dataclasses.replace(config, sequence_length=64, num_devices=2)  # 2 envs x 2 sequences per device
 
 
 def test_replace_revalidates_and_derived_counts_follow():

@@ -112,12 +112,14 @@ def test_layout_invariance_short_training(single_device_run, num_devices):
     assert bool(np.all(metrics.replicas_in_sync))
 
 
-@pytest.mark.parametrize("memory, recompute", [("none", False), ("gru", False), ("none", True)])
-def test_layout_invariance_one_update(memory, recompute):
-    # With memory, minibatches are groups of whole environment sequences: the same groups on any layout too. With
-    # recomputed advantages every epoch gathers its own minibatch statistics from every device.
+@pytest.mark.parametrize("memory, recompute, sequence_length",
+                         [("none", False, 0), ("gru", False, 0), ("gru", False, 4), ("none", True, 0)])
+def test_layout_invariance_one_update(memory, recompute, sequence_length):
+    # With memory, minibatches are groups of environment sequences (whole, or 4 per rollout): the same groups on
+    # any layout too. With recomputed advantages every epoch gathers its own minibatch statistics from every device.
     one = dict(total_timesteps=SHORT_RUN["num_envs"] * SHORT_RUN["num_steps"] * (1 if memory == "none" else 2),
-               memory=memory, memory_size=8, recompute_advantages=recompute, gae_horizon=5 if recompute else 0)
+               memory=memory, memory_size=8, recompute_advantages=recompute, gae_horizon=5 if recompute else 0,
+               sequence_length=sequence_length)
     ref_state, ref_metrics = _train(**one)
     state, metrics = _train(NUM_DEVICES, **one)
     chex.assert_trees_all_close(state.params, ref_state.params, rtol=1e-5, atol=1e-6)

@@ -23,7 +23,9 @@ from jaxppo.memory import CORES, ResetGRU, ResetLRU, make_core, run_cores
 from jaxppo.runner import RunOptions, resume_run, train_run
 from jaxppo.networks import init_params
 from jaxppo.normalizers import init_normalizers
-from jaxppo.rollout import reset_envs, rollout
+from jaxppo.losses import LossInputs
+from jaxppo.rollout import reset_envs, rollout, rollout_sequences
+from jaxppo.update import make_layout
 from tests import helpers, probe_envs
 
 
@@ -77,11 +79,51 @@ def test_update_replays_the_rollout_from_the_stored_carry_with_its_resets(memory
     assert not np.allclose(np.asarray(wrong), np.asarray(traj.value), atol=1e-4)
 
 
-@pytest.mark.parametrize("num_devices", [1, 2])
-def test_ratio_is_one_at_the_first_minibatch_step(num_devices):
+@pytest.mark.parametrize("memory", ["gru", "lru"])
+def test_sequences_are_replayed_from_the_carry_the_rollout_had_at_their_start(memory):
+    # sequence_length 16 of a 64-step rollout: 4 sequences per environment. The rollout is rollout()'s, step for
+    # step; the carry stored at each sequence start is the network's carry there (the network stepped one
+    # observation at a time); the laid-out sequence b * 4 + c, replayed from its stored carry, gives the rollout's
+    # values of steps 16c ... 16c + 15 of environment b.
+    config = _gru_config(memory=memory, sequence_length=16)
+    agent = make_agent(config)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    ids = jnp.arange(4, dtype=jnp.int32)
+    normalizers = init_normalizers((4,))
+    carry, _, _ = rollout(agent, params, reset_envs(agent, jax.random.key(1), ids), jax.random.key(2), ids,
+                          normalizers, 0.99)  # non-zero carries, episodes in progress
+    end, traj, _, starts = rollout_sequences(agent, params, carry, jax.random.key(3), ids, normalizers, 0.99)
+    plain_end, plain, _ = rollout(agent, params, carry, jax.random.key(3), ids, normalizers, 0.99)
+    chex.assert_trees_all_equal((end, traj), (plain_end, plain))
+    assert np.asarray(traj.first[1:]).any()
+    h, expected = carry.memory, []
+    for t in range(64):
+        if t % 16 == 0:
+            expected.append(h)
+        h, _, _ = agent.network.apply(params, h, traj.obs[t:t + 1], traj.first[t:t + 1])
+    chex.assert_trees_all_close(starts, jax.tree.map(lambda *x: jnp.stack(x), *expected), rtol=1e-5, atol=1e-6)
+
+    batch = LossInputs(obs=traj.obs, first=traj.first, action_mask=None, actions=traj.action,
+                       old_log_probs=traj.log_prob, old_values=traj.value, advantages=traj.reward,
+                       returns=traj.reward, memory=starts)
+    laid_out = make_layout(config).arrange(batch)
+    _, _, values = agent.network.apply(params, laid_out.memory, laid_out.obs, laid_out.first)  # [16, 4 * 4]
+    by_sequence = np.asarray(traj.value).reshape(4, 16, 4).transpose(1, 2, 0).reshape(16, 16)  # [l, b * 4 + c]
+    np.testing.assert_allclose(values, by_sequence, rtol=1e-5, atol=1e-6)
+    # Every sequence replayed from the rollout's first carry instead gives other values: the check can tell.
+    first_carry = jax.tree.map(lambda x: jnp.repeat(x, 4, axis=0), carry.memory)
+    _, _, wrong = agent.network.apply(params, first_carry, laid_out.obs, laid_out.first)
+    assert not np.allclose(np.asarray(wrong), by_sequence, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_devices, sequence_length", [(1, 0), (2, 0), (2, 16)])
+def test_ratio_is_one_at_the_first_minibatch_step(num_devices, sequence_length):
     # One epoch of one minibatch: the loss is evaluated at the rollout's parameters, so if the update replays the
-    # rollout exactly (same carry, same resets) every ratio is 1: approx_kl 0, nothing clipped.
-    config = _gru_config(num_epochs=1, num_devices=num_devices, total_timesteps=4 * 64)
+    # rollout exactly (same carry, same resets) every ratio is 1: approx_kl 0, nothing clipped. With sequences of
+    # 16 steps each is replayed from the carry stored at its start. (Policy head gain 1: the initial logits depend
+    # on the carry, so a replay from another carry moves the ratio.)
+    config = _gru_config(num_epochs=1, num_devices=num_devices, total_timesteps=4 * 64,
+                         sequence_length=sequence_length, policy_head_gain=1.0)
     _, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
     assert int(metrics.episodes_completed[0]) > 0  # episodes ended mid-sequence
     assert abs(float(metrics.loss.approx_kl[0])) < 1e-6

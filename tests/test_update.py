@@ -170,7 +170,7 @@ def _recompute_setup(memory: str, num_epochs: int = 2, gae_horizon: int = 3):
     advantages, returns = recompute_targets(agent, params, inputs, hp)
     batch = LossInputs(obs=inputs.obs[:-1], first=inputs.first[:-1], action_mask=None, actions=actions,
                        old_log_probs=dist.log_prob(actions), old_values=values, advantages=advantages,
-                       returns=returns, memory=memory_carry)
+                       returns=returns, memory=jax.tree.map(lambda x: x[None], memory_carry))  # one sequence
     return agent, params, inputs, batch
 
 
@@ -214,7 +214,7 @@ def test_each_epoch_learns_from_the_targets_of_the_critic_it_starts_with(memory)
     learned, _, _ = jax.jit(lambda p, o: learn(agent, layout, ppo_loss, p, o, plan, None, hp))(params, opt_state)
 
     def one_epoch(params, opt_state, epoch, target_params):
-        advantages, returns = layout.arrange(recompute_targets(agent, target_params, inputs, hp))
+        advantages, returns = layout.arrange_steps(recompute_targets(agent, target_params, inputs, hp))
         indices = plan.indices[epoch:epoch + 1]
         moments = gather(layout.advantage_moments(advantages, indices), None)
         epoch_plan = UpdatePlan(plan.batch._replace(advantages=advantages, returns=returns), indices, None, None)
