@@ -127,6 +127,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-tanh-eps8-recompute-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                                adam_eps=1e-8, recompute_advantages=True, max_grad_norm=1e6,
                                                **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    # ... with Brax's 4x32 actor (critic kept at 2x256): the actor's 256x256 layers are half of the update's
+    # arithmetic, which bounds the steps/s at the notebook batch.
+    "jaxppo-tanh-eps8-recompute-noclips-smallactor": dict(actor_hidden_sizes=(32,) * 4,
+                                                          critic_hidden_sizes=(256, 256), activation="silu",
+                                                          normalize_rewards=True, adam_eps=1e-8,
+                                                          recompute_advantages=True, max_grad_norm=1e6,
+                                                          **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
     # ... and over Brax's 5-step unrolls too (recompute + horizon 5 + no clips: Brax's advantages, per epoch).
     "jaxppo-tanh-eps8-braxgae-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                              adam_eps=1e-8, recompute_advantages=True, gae_horizon=5,
