@@ -283,7 +283,8 @@ def run_quality(args: argparse.Namespace) -> list[QualityRow]:
             steps = np.where(reached > 0, reached * per_update, np.nan)
             solved = int(np.sum(reached > 0))
             median_steps = float(np.median(steps)) if solved == args.seeds else float("nan")
-            row = QualityRow(task, memory, config.memory_size, config.sequence_length, args.seeds, config.num_env_steps, seconds,
+            row = QualityRow(task, memory, config.memory_size, config.sequence_length, args.seeds,
+                             config.num_env_steps, seconds,
                              float(finals.mean()), float(finals.min()), float(greedy.mean()), float(greedy.min()),
                              solved, threshold, median_steps, median_steps / config.num_env_steps * seconds)
             rows.append(row)
@@ -298,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--settings", nargs="+", choices=SPEED_SETTINGS, default=list(SPEED_SETTINGS))
     parser.add_argument("--speed-steps", type=int, default=4 * 128 * 40, help="env steps of every speed run")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS), default=list(QUALITY_TASKS)[:3])
+    parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS),
+                        default=["memorychain-bsuite", "jaxppo/cartpole-po-v1", "memorychain-long"])
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--cores", nargs="+", choices=("gru", "lru"), default=["gru", "lru"])
     parser.add_argument("--quality-budget", type=int, default=None, help="replaces the presets' budgets")
@@ -319,12 +321,14 @@ def main(argv: list[str] | None = None) -> None:
         pjx = load_purejaxrl(args.purejaxrl) if args.purejaxrl else None
         rows = run_speed(args, pjx)
         common.write_csv(args.out_dir / f"memory_speed{args.tag}.csv", rows)
-        (args.out_dir / f"memory_speed{args.tag}.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        table = common.markdown_table(rows)
+        (args.out_dir / f"memory_speed{args.tag}.md").write_text(header + "\n\n" + table + "\n")
         print(common.markdown_table(rows), flush=True)
     if args.part in ("quality", "both"):
         rows = run_quality(args)
         common.write_csv(args.out_dir / f"memory_quality{args.tag}.csv", rows)
-        (args.out_dir / f"memory_quality{args.tag}.md").write_text(header + "\n\n" + common.markdown_table(rows) + "\n")
+        table = common.markdown_table(rows)
+        (args.out_dir / f"memory_quality{args.tag}.md").write_text(header + "\n\n" + table + "\n")
         print(common.markdown_table(rows), flush=True)
 
 

@@ -130,6 +130,11 @@ def sequence_minibatches(key: jax.Array, epochs: jax.Array, num_local_envs: int,
     return jnp.swapaxes(indices, 1, 2)
 
 
+def _env_major(x: jax.Array) -> jax.Array:
+    """[T, B, ...] -> [B * T, ...]: the T entries of each environment consecutive."""
+    return jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:])
+
+
 class SampleLayout(NamedTuple):
     """Feed-forward minibatches: shuffled samples. The rollout [T, B, ...] is laid out env-major as [B*T, ...];
     minibatch indices are sample indices [E, M, B*T/M] (stratified by environment groups, see the module
@@ -143,7 +148,7 @@ class SampleLayout(NamedTuple):
         return self.arrange_steps(batch)
 
     def arrange_steps(self, steps: Any) -> Any:
-        return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), steps)
+        return jax.tree.map(_env_major, steps)
 
     def minibatches(self, key: jax.Array, num_local_envs: int, first_env: jax.Array | int) -> jax.Array:
         return sample_minibatches(key, jnp.arange(self.num_epochs), num_local_envs, self.num_steps,
@@ -172,7 +177,7 @@ class SequenceLayout(NamedTuple):
 
     def arrange(self, batch: LossInputs) -> LossInputs:
         """batch with time-major fields [T, B, ...] and memory the carries at the sequence starts [C, B, ...]."""
-        starts = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1).reshape((-1,) + x.shape[2:]), batch.memory)
+        starts = jax.tree.map(_env_major, batch.memory)  # [C, B, ...] -> [B * C, ...]
         return self.arrange_steps(batch._replace(memory=()))._replace(memory=starts)
 
     def arrange_steps(self, steps: Any) -> Any:
