@@ -26,6 +26,9 @@ from jax.sharding import Mesh
 from jaxppo.collectives import DEVICE_AXIS
 from jaxppo.peer_watch import PeerWatch, exit_on_lost
 
+# how long process 0 waits for the coordinator's port to be free at start-up: the coordination service of a run
+# that ended just before serves there for its grace (jaxppo.coordination_service; 3 s after the watch's defaults)
+PORT_RELEASE_SECONDS = 10.0
 FAKE_DEVICES_HINT = ("on CPU, fake more with XLA_FLAGS=--xla_force_host_platform_device_count=N set before jax is "
                      "imported")
 
@@ -69,7 +72,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     runs first: a missing or duplicate process is then a ValueError naming it (JAX's runtime would abort the
     process natively), and a `PeerWatch` over the processes is returned, started: a process lost later (killed,
     crashed, frozen) makes every other one call `on_lost` with one line naming it (default: print it and exit 1,
-    `peer_watch.exit_on_lost`) before JAX's runtime would abort them. The watch says goodbye at interpreter exit;
+    `peer_watch.exit_on_lost`) before JAX's runtime would abort them (process 0 runs JAX's coordination service
+    in a process beside it for that, `jaxppo.coordination_service`). The watch says goodbye at interpreter exit;
     call its `close(ok=False)` first when this process ends with an error. Detected clusters get the same when
     JAX's detection yields all three values (SLURM does); None with one process.
     """
@@ -83,11 +87,16 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         connections = rendezvous(coordinator, num_processes, process_id, timeout_seconds)
     # Cross-process collectives on CPU (tests, CPU clusters); no effect on GPU/TPU. Must precede backend start-up.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    watch = PeerWatch(process_id, num_processes, connections, _silence_limit(timeout_seconds),
+                      on_lost or exit_on_lost, interval=min(1.0, _silence_limit(timeout_seconds) / 4))
+    bind = None
     try:
+        if connections and process_id == 0:
+            bind = _serve_beside(coordinator, num_processes, timeout_seconds, grace_seconds=watch.failure_grace + 1)
         jax.distributed.initialize(
             coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
             initialization_timeout=timeout_seconds, heartbeat_timeout_seconds=timeout_seconds,
-            shutdown_timeout_seconds=timeout_seconds,
+            shutdown_timeout_seconds=timeout_seconds, coordinator_bind_address=bind,
         )
     except BaseException:
         for conn in connections.values():
@@ -95,12 +104,31 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         raise
     if not connections:
         return None
-    # below JAX's heartbeat timeout, so that the watch speaks before the runtime aborts
-    silence_limit = max(2.0, 0.8 * timeout_seconds)
-    watch = PeerWatch(process_id, num_processes, connections, silence_limit, on_lost or exit_on_lost,
-                      interval=min(1.0, silence_limit / 4)).start()
+    watch.start()
     atexit.register(watch.close)
     return watch
+
+
+def _silence_limit(timeout_seconds: float) -> float:
+    """Seconds of a peer's silence the watch takes as its loss: below JAX's heartbeat timeout, so that the watch
+    speaks before the runtime aborts."""
+    return max(2.0, 0.8 * timeout_seconds)
+
+
+def _serve_beside(coordinator: str, num_processes: int, timeout_seconds: int, grace_seconds: float) -> str:
+    """Process 0: JAX's coordination service in a process of its own at the coordinator's port
+    (`jaxppo.coordination_service`: it outlives a killed process 0 by grace_seconds, so the watch ends the other
+    processes with its one line before their runtime aborts them). Returns the loopback address on which process
+    0's own, unused, in-process service is to listen instead."""
+    import atexit
+
+    from jaxppo import coordination_service
+
+    child = coordination_service.start_beside(int(coordinator.rpartition(":")[2]), num_processes, timeout_seconds,
+                                              grace_seconds)
+    # holds the child for the process's lifetime; at exit, after JAX's own shutdown (registered later, run first)
+    atexit.register(child.stdin.close)
+    return "127.0.0.1:0"
 
 
 def _detected_params(timeout_seconds: int) -> tuple[str | None, int | None, int | None]:
@@ -134,23 +162,20 @@ def rendezvous(coordinator: str, num_processes: int, process_id: int,
     hello = f"jaxppo {process_id} {num_processes}\n".encode()
     if process_id == 0:
         return _gather_peers(int(port), num_processes, deadline, timeout_seconds)
+    stranger_until = None  # something else answers on the port: wait PORT_RELEASE_SECONDS for it to go
     while True:  # process 0 may start later: try until the deadline
-        try:
-            conn = socket.create_connection((host, int(port)), timeout=max(0.1, deadline - time.monotonic()))
+        reply = _check_in(host, int(port), hello, deadline)
+        if reply is None and time.monotonic() >= deadline:
+            raise ValueError(f"process {process_id}: no process 0 answered at {coordinator} within "
+                             f"{timeout_seconds:g}s; start process 0 (--process-id 0) there, with the same "
+                             "--coordinator and --num-processes")
+        if reply is not None and reply.startswith(("go ", "duplicate", "abort")):
             break
-        except OSError:
-            if time.monotonic() >= deadline:
-                raise ValueError(f"process {process_id}: no process 0 answered at {coordinator} within "
-                                 f"{timeout_seconds:g}s; start process 0 (--process-id 0) there, with the same "
-                                 "--coordinator and --num-processes") from None
-            time.sleep(0.2)
-    with conn:
-        conn.settimeout(max(1.0, deadline - time.monotonic()) + 10)  # process 0 decides by its own deadline
-        try:
-            conn.sendall(hello)
-            reply = conn.makefile().readline().strip()
-        except OSError:
-            reply = ""
+        if reply is not None:
+            stranger_until = stranger_until or min(deadline, time.monotonic() + PORT_RELEASE_SECONDS)
+            if time.monotonic() >= stranger_until:
+                break
+        time.sleep(0.2)
     if reply.startswith("go "):
         return _join_watch(host, int(reply.split()[1]), process_id, deadline, timeout_seconds)
     if reply.startswith("duplicate"):
@@ -162,16 +187,30 @@ def rendezvous(coordinator: str, num_processes: int, process_id: int,
                      f"as --process-id {process_id}, or something else on that port?)")
 
 
+def _check_in(host: str, port: int, hello: bytes, deadline: float) -> str | None:
+    """One check-in at process 0: its reply line, stripped ('' if something answered without a line), or None if
+    nothing listens on the port."""
+    import time
+
+    try:
+        conn = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+    except OSError:
+        return None
+    with conn:
+        conn.settimeout(max(1.0, deadline - time.monotonic()) + 10)  # process 0 decides by its own deadline
+        try:
+            conn.sendall(hello)
+            return conn.makefile(errors="replace").readline().strip()
+        except OSError:
+            return ""
+
+
 def _gather_peers(port: int, num_processes: int, deadline: float, timeout_seconds: float) -> dict[int, socket.socket]:
     """Process 0's side of rendezvous: accept every other process once, then tell them all to go (or why not), and
     accept their watch connections on a port of its choosing."""
     import time
 
-    try:
-        server = socket.create_server(("", port))
-    except OSError as error:
-        raise ValueError(f"process 0: cannot listen on port {port} ({error.strerror}); is another process 0 of this "
-                         "run (or another program) using it?") from None
+    server = _listen(port, until=min(deadline, time.monotonic() + PORT_RELEASE_SECONDS))
     joined: dict[int, socket.socket] = {}
     problem = None
     watch_server = socket.create_server(("", 0))
@@ -214,6 +253,22 @@ def _gather_peers(port: int, num_processes: int, deadline: float, timeout_second
         if problem is not None:
             raise ValueError(f"process 0: {problem}")
         return _accept_watchers(watch_server, num_processes, deadline, timeout_seconds)
+
+
+def _listen(port: int, until: float) -> socket.socket:
+    """A server socket on port (all interfaces), retried while the port is in use until the monotonic time until
+    (the previous run's coordination service keeps it a few seconds after its run ended: coordination_service)."""
+    import errno
+    import time
+
+    while True:
+        try:
+            return socket.create_server(("", port))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE or time.monotonic() >= until:
+                raise ValueError(f"process 0: cannot listen on port {port} ({error.strerror}); is another process 0 "
+                                 "of this run (or another program) using it?") from None
+            time.sleep(0.2)
 
 
 def _accept_watchers(server: socket.socket, num_processes: int, deadline: float,

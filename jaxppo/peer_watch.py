@@ -38,6 +38,9 @@ FAILED = b"failed\n"
 class PeerWatch:
     """The watch of one process over its connections (process 0: one per other process; others: one to process 0).
 
+    close(ok=False) after a reported loss returns only when on_lost has returned (at most LOST_HANDLER_WAIT
+    seconds), so that the failing main thread does not print over the line on_lost prints before it ends the process.
+
     Args:
         process_id: this process's id.
         num_processes: processes in the run.
@@ -48,6 +51,8 @@ class PeerWatch:
         failure_grace: seconds a peer's `failed` waits for this process's own close() before it is reported.
         echo_grace: seconds close(ok=False) waits for a reader to report a lost peer before saying `failed`.
     """
+
+    LOST_HANDLER_WAIT = 10.0
 
     def __init__(self, process_id: int, num_processes: int, connections: dict[int, socket.socket],
                  silence_limit: float, on_lost: Callable[[str], None], interval: float = 1.0,
@@ -62,6 +67,7 @@ class PeerWatch:
         self.echo_grace = float(echo_grace)
         self._done = threading.Event()
         self._lost_reported = threading.Event()
+        self._lost_handled = threading.Event()  # on_lost returned (the default ends the process and never returns)
         self._lost_once = threading.Lock()
         self._send_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
@@ -79,10 +85,13 @@ class PeerWatch:
 
     def close(self, ok: bool = True) -> None:
         """Stop watching and say goodbye to every peer still connected: `bye` (ok) or `failed`."""
+        if not ok and self._lost_reported.wait(0.0 if self._done.is_set() else self.echo_grace):
+            # a reader found a lost peer: that report is this process's end (on_lost usually ends the process); the
+            # error path that called close must not go on (print a traceback over the line) while on_lost runs
+            self._lost_handled.wait(self.LOST_HANDLER_WAIT)
+            return
         if self._done.is_set():
             return
-        if not ok and self._lost_reported.wait(self.echo_grace):
-            return  # a reader found a lost peer: that report is this process's end
         self._done.set()
         self._send_all(BYE if ok else FAILED)
         for conn in self.connections.values():
@@ -144,7 +153,10 @@ class PeerWatch:
         self._done.set()
         self._lost_reported.set()
         who = "process 0 (the coordinator)" if peer == 0 else f"process {peer}"
-        self.on_lost(f"{who} of {self.num_processes} was lost: {reason}")
+        try:
+            self.on_lost(f"{who} of {self.num_processes} was lost: {reason}")
+        finally:
+            self._lost_handled.set()
 
 
 def exit_on_lost(description: str, advice: str = "") -> None:

@@ -123,3 +123,23 @@ def test_close_says_goodbye_or_failed_once():
     watch.close(ok=True)  # no second message
     assert _lines(theirs, 2, timeout=1.0) == ["failed"]
     assert lost.empty()
+
+
+def test_the_error_path_waits_for_the_lost_peer_report_to_finish():
+    # the main thread's error (a collective failing because the peer died) must not go on to print its traceback
+    # while on_lost is still printing its line and ending the process
+    events: list[str] = []
+    reporting = threading.Event()
+
+    def slow_on_lost(line: str) -> None:
+        reporting.set()
+        time.sleep(0.5)
+        events.append("reported")
+
+    mine, theirs = socket.socketpair()
+    watch = PeerWatch(1, 2, {0: mine}, 5.0, slow_on_lost, interval=0.05).start()
+    theirs.close()
+    assert reporting.wait(5)
+    watch.close(ok=False)
+    events.append("error path goes on")
+    assert events == ["reported", "error path goes on"]
