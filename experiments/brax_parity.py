@@ -134,6 +134,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                                           normalize_rewards=True, adam_eps=1e-8,
                                                           recompute_advantages=True, max_grad_norm=1e6,
                                                           **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    # ... with Brax's fixed reward scale (x 10) instead of reward normalisation.
+    "jaxppo-tanh-eps8-recompute-noclips-rewardscale": dict(hidden_sizes=(256, 256), activation="silu", adam_eps=1e-8,
+                                                           recompute_advantages=True, max_grad_norm=1e6,
+                                                           **BRAX_DISTRIBUTION, **NO_VALUE_CLIP, **BRAX_REWARD),
     # ... and over Brax's 5-step unrolls too (recompute + horizon 5 + no clips: Brax's advantages, per epoch).
     "jaxppo-tanh-eps8-braxgae-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                              adam_eps=1e-8, recompute_advantages=True, gae_horizon=5,
