@@ -138,6 +138,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-tanh-eps8-recompute-noclips-rewardscale": dict(hidden_sizes=(256, 256), activation="silu", adam_eps=1e-8,
                                                            recompute_advantages=True, max_grad_norm=1e6,
                                                            **BRAX_DISTRIBUTION, **NO_VALUE_CLIP, **BRAX_REWARD),
+    # ... with Brax's network sizes (4x32 actor, 5x256 critic).
+    "jaxppo-tanh-eps8-recompute-noclips-sizes": dict(activation="silu", normalize_rewards=True, adam_eps=1e-8,
+                                                     recompute_advantages=True, max_grad_norm=1e6,
+                                                     **BRAX_DISTRIBUTION, **NO_VALUE_CLIP, **BRAX_SIZES),
+    # ... with Brax's initialiser for the hidden layers (LeCun-uniform, variance 1 / fan_in; heads unchanged).
+    "jaxppo-tanh-eps8-recompute-noclips-lecun": dict(hidden_sizes=(256, 256), activation="silu",
+                                                     normalize_rewards=True, adam_eps=1e-8, recompute_advantages=True,
+                                                     max_grad_norm=1e6, hidden_init="lecun_uniform",
+                                                     **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
     # ... and over Brax's 5-step unrolls too (recompute + horizon 5 + no clips: Brax's advantages, per epoch).
     "jaxppo-tanh-eps8-braxgae-noclips": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                              adam_eps=1e-8, recompute_advantages=True, gae_horizon=5,
@@ -154,6 +163,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                   recompute_advantages=True, **BRAX_DISTRIBUTION),
     "jaxppo-sizes-recompute": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
                                    **BRAX_SIZES),
+    # ... with Brax's initialiser for the hidden layers (the inverted_double_pendulum preset's mapping).
+    "jaxppo-sizes-recompute-lecun": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                         hidden_init="lecun_uniform", **BRAX_SIZES),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,

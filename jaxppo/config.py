@@ -25,6 +25,7 @@ CUSTOM_ENV = "custom"
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "elu")
 NETWORKS = ("auto", "mlp", "cnn")
+HIDDEN_INITS = ("orthogonal", "lecun_uniform")
 MEMORIES = ("none", "gru", "lru")
 DISTRIBUTIONS = ("auto", "categorical", "gaussian", "tanh_gaussian")
 """Action distributions (jaxppo.distributions.FAMILIES, plus auto: categorical or gaussian by the action space)."""
@@ -183,6 +184,11 @@ class PPOConfig:
     """Floor added to the Gaussian's standard deviation (brax's PPO: 0.001, with softplus)."""
     init_scale: float | None = None
     """Initial standard deviation of the Gaussian (> min_scale); None: exp(init_log_std), 1.0 when that is unset."""
+    hidden_init: str = "orthogonal"
+    """Kernel initialiser of the hidden layers (the torso's MLP and convolution, actor and critic): orthogonal (gain
+    sqrt 2, PPO's customary choice) or lecun_uniform (uniform in +-sqrt(3 / fan_in), as Brax's PPO networks:
+    variance 1 / fan_in against the orthogonal layers' 2 / fan_in). Biases start at zero, the heads keep their own
+    orthogonal gains (policy_head_gain; 1.0 for the value) and memory cores their own initialisers."""
     policy_head_gain: float = 0.01
     """Orthogonal gain of the policy's output layer (logits; the Gaussian's mean and state-dependent scale): 0.01,
     PPO's customary start near one policy for every state; about 1 for an initial policy that varies by state, as
@@ -414,6 +420,8 @@ class PPOConfig:
                 raise ValueError(f"{name}={sizes!r}: must be a non-empty tuple of positive ints, e.g. (64, 64)")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
+        if self.hidden_init not in HIDDEN_INITS:
+            raise ValueError(f"hidden_init={self.hidden_init!r}: must be one of {', '.join(HIDDEN_INITS)}")
         if self.network not in NETWORKS:
             raise ValueError(f"network={self.network!r}: must be one of {', '.join(NETWORKS)}")
         if self.memory not in MEMORIES:

@@ -3,7 +3,8 @@
 Torso: an MLP for vector observations, or a 3x3 convolution then an MLP for HxWxC images (MinAtar). With memory
 each branch runs its torso features through its own core (jaxppo.memory). The policy head belongs to the action
 distribution family (jaxppo.distributions). Every module initialises its own parameters, orthogonal as customary
-for PPO: gain sqrt(2) in hidden layers, 0.01 on the policy head, 1.0 on the value head, zero biases.
+for PPO: gain sqrt(2) in hidden layers (or LeCun-uniform, config.hidden_init), 0.01 on the policy head, 1.0 on the
+value head, zero biases.
 
 Every call is on a time-major sequence: observations [T, B, *obs], `first` [T, B] (the observation starts an
 episode) and a carry [B, ...] (an empty tuple without memory). A feed-forward network treats T * B observations
@@ -32,16 +33,26 @@ Carry = Any
 SQRT2 = math.sqrt(2.0)
 
 
+def hidden_dense(features: int, hidden_init: str, name: str | None = None) -> nn.Dense:
+    """A hidden dense layer, zero bias, its kernel initialised by `hidden_init` (config.hidden_init): orthogonal
+    with gain sqrt 2, or LeCun-uniform (variance 1 / fan_in, as the layers of Brax's PPO networks)."""
+    if hidden_init == "lecun_uniform":
+        return nn.Dense(features, kernel_init=nn.initializers.lecun_uniform(), bias_init=nn.initializers.zeros,
+                        name=name)
+    return dense(features, SQRT2, name=name)
+
+
 class Torso(nn.Module):
     """Observation encoder: optional CNN (16 3x3 filters, stride 1, VALID, ReLU) then hidden dense layers.
 
-    Input float32 [N, *obs_shape]; output float32 [N, hidden_sizes[-1]]. Orthogonal kernels (gain sqrt 2), zero
-    biases.
+    Input float32 [N, *obs_shape]; output float32 [N, hidden_sizes[-1]]. Kernels by `hidden_init` (orthogonal,
+    gain sqrt 2, by default), zero biases.
     """
 
     hidden_sizes: tuple[int, ...]
     activation: str
     use_cnn: bool
+    hidden_init: str = "orthogonal"
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
@@ -52,11 +63,11 @@ class Torso(nn.Module):
             # ~18x slower than outside it (jaxlib 0.10.2); this form runs at matmul speed in and out of scans.
             patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (1, 1), "VALID",
                                                            dimension_numbers=("NHWC", "OIHW", "NHWC"))
-            x = nn.relu(dense(16, SQRT2, name="conv")(patches))
+            x = nn.relu(hidden_dense(16, self.hidden_init, name="conv")(patches))
         x = x.reshape((x.shape[0], -1))
         act = _ACTIVATIONS[self.activation]
         for width in self.hidden_sizes:
-            x = act(dense(width, SQRT2)(x))
+            x = act(hidden_dense(width, self.hidden_init)(x))
         return x
 
 
@@ -75,10 +86,11 @@ class ActorCritic(nn.Module):
     use_cnn: bool
     memory: str = "none"
     memory_size: int = 0
+    hidden_init: str = "orthogonal"
 
     def setup(self) -> None:
-        self.actor_torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn)
-        self.critic_torso = Torso(self.critic_hidden_sizes, self.activation, self.use_cnn)
+        self.actor_torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
+        self.critic_torso = Torso(self.critic_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
         if self.memory != "none":
             self.actor_core = make_core(self.memory, self.memory_size)
             self.critic_core = make_core(self.memory, self.memory_size)
@@ -154,6 +166,7 @@ def make_network(config: PPOConfig, spec: EnvSpec, family: ActionFamily) -> Acto
         use_cnn=uses_cnn(config, spec),
         memory=config.memory,
         memory_size=config.memory_size if config.recurrent else 0,
+        hidden_init=config.hidden_init,
     )
 
 

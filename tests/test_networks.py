@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -140,6 +142,26 @@ def test_policy_head_gain_sets_the_norm_of_every_policy_output_layer(distributio
         _assert_orthogonal(kernel, 0.7)
     if distribution == "tanh_gaussian":
         np.testing.assert_allclose(head["scale"]["bias"], np.log(0.5), rtol=1e-6)
+
+
+def test_lecun_uniform_hidden_init_draws_hidden_kernels_with_variance_one_over_fan_in():
+    # Brax's initialiser for the hidden layers only: bounded by sqrt(3 / fan_in) with variance 1 / fan_in (not an
+    # orthogonal matrix), zero biases; the heads are exactly as with the default init from the same key.
+    config = PPOConfig(env="Pendulum-v1", hidden_sizes=(256, 256), distribution="tanh_gaussian",
+                       scale_type="state_dependent")
+    _, default, _ = _build(config)
+    _, lecun, _ = _build(dataclasses.replace(config, hidden_init="lecun_uniform"))
+    for torso in ("actor_torso", "critic_torso"):
+        for layer, fan_in in (("Dense_0", 3), ("Dense_1", 256)):
+            kernel = np.asarray(lecun["params"][torso][layer]["kernel"], np.float64)
+            assert np.abs(kernel).max() <= np.sqrt(3.0 / fan_in) + 1e-7
+            np.testing.assert_allclose(kernel.var(), 1.0 / fan_in, rtol=0.05 if fan_in == 256 else 0.2)
+            np.testing.assert_array_equal(lecun["params"][torso][layer]["bias"], 0.0)
+        gram = np.asarray(lecun["params"][torso]["Dense_1"]["kernel"], np.float64)
+        gram = gram.T @ gram
+        assert np.abs(gram - np.diag(np.diag(gram))).max() > 0.1  # not orthogonal
+    chex.assert_trees_all_equal(lecun["params"]["actor_head"], default["params"]["actor_head"])
+    chex.assert_trees_all_equal(lecun["params"]["critic_head"], default["params"]["critic_head"])
 
 
 def test_actor_and_critic_share_no_parameters(cartpole):
