@@ -12,8 +12,9 @@ run's processes (process 0's runtime included) at the coordinator's address, and
 ends (normally, with an error or killed: its end closes this process's stdin), it keeps serving for
 `grace_seconds` before it stops. A killed process 0 then closes only the watch's connections; the watch ends the
 other processes (milliseconds) long before the service goes (seconds). The port stays taken for those seconds
-after every run: `jaxppo.distributed.rendezvous` waits for it when the next run starts at once. Process 0's own `jax.distributed.initialize` still starts JAX's in-process service, as it
-must for process id 0, on a loopback port nobody connects to.
+after every run: `jaxppo.distributed.rendezvous` waits for it when the next run starts at once. Process 0's own
+`jax.distributed.initialize` still starts JAX's in-process service, as it must for process id 0, on a loopback
+port nobody connects to.
 
 Run as `python -m jaxppo.coordination_service ADDRESS NUM_PROCESSES TIMEOUT_SECONDS GRACE_SECONDS`: it prints
 `ready` (or `error <why>`) on stdout once, then waits for the end of stdin.
