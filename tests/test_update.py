@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -226,6 +228,54 @@ def test_each_epoch_learns_from_the_targets_of_the_critic_it_starts_with(memory)
     chex.assert_trees_all_close(learned, expected[0], rtol=1e-5, atol=1e-6)
     gap = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(stale[0]), jax.tree.leaves(expected[0])))
     assert gap > 1e-4, gap  # the recomputation changes the result by far more than the tolerance
+
+
+@pytest.mark.parametrize("num_envs, rows_per_env, max_rows, expected", [
+    (2048, 81, 4096, 32),  # Brax's notebook batch: 32 environments x 81 steps = 2,592 rows per chunk
+    (16, 129, 4096, 16),  # all rows fit: one chunk
+    (2047, 81, 4096, 23),  # 2047 = 23 x 89
+    (2039, 81, 4096, 2039),  # prime: chunks of one environment would be too small, so one chunk
+    (64, 5000, 4096, 1),  # one environment's rows exceed the target: one environment per chunk
+])
+def test_env_chunk_size_is_the_largest_divisor_within_the_row_target(num_envs, rows_per_env, max_rows, expected):
+    from jaxppo.update import env_chunk_size
+
+    assert env_chunk_size(num_envs, rows_per_env, max_rows) == expected
+
+
+@pytest.mark.parametrize("memory", ["none", "gru"])
+def test_values_replayed_in_chunks_of_environments_equal_one_pass_over_all(memory):
+    # 12 + 1 steps of 4 environments, chunks of at most 26 rows: 2 chunks of 2 environments, each replayed from
+    # its own environments' stored carries (a wrong split of the carry or of the time-major arrays mixes them).
+    from jaxppo.update import env_chunk_size, replayed_values
+
+    agent, params, inputs, _ = _recompute_setup(memory)
+    assert env_chunk_size(4, 13, 26) == 2
+    whole = agent.network.apply(params, inputs.memory, inputs.obs, inputs.first)[2]
+    chunked = jax.jit(lambda p: replayed_values(agent, p, inputs.memory, inputs.obs, inputs.first, 26))(params)
+    assert chunked.shape == whole.shape == (13, 4)
+    np.testing.assert_allclose(np.asarray(chunked), np.asarray(whole), rtol=1e-6, atol=1e-6)
+
+
+def test_the_first_epoch_learns_from_the_rollout_targets_and_later_epochs_recompute():
+    # The first epoch starts with the rollout's critic, so it keeps the targets the plan holds (no critic pass);
+    # the second recomputes them. Stored targets set to 5 and 7 (never the critic's) show which epoch saw what:
+    # with a zero-gradient loss the parameters never move, so the second epoch's targets are recompute_targets
+    # of the initial parameters; the metrics are means over both epochs' equal-sized minibatch steps.
+    from jaxppo.update import learn, prepare, recompute_targets
+
+    agent, params, inputs, batch = _recompute_setup("none")
+    config = dataclasses.replace(agent.config, normalize_advantages=False)
+    agent = agent._replace(config=config)
+    layout = make_layout(config)
+    hp = HParams.from_config(config)
+    stored = batch._replace(advantages=jnp.full_like(batch.advantages, 5.0), returns=jnp.full_like(batch.returns, 7.0))
+    plan = prepare(layout, stored, jax.random.key(7), 4, 0, inputs)
+    _, _, metrics = jax.jit(lambda p: learn(agent, layout, _target_statistics_loss, p,
+                                            init_optimizer_state(config, p), plan, None, hp))(params)
+    advantages, returns = recompute_targets(agent, params, inputs, hp)
+    np.testing.assert_allclose(float(metrics.loss["advantages"]), (5.0 + float(jnp.mean(advantages))) / 2, rtol=1e-5)
+    np.testing.assert_allclose(float(metrics.loss["returns"]), (7.0 + float(jnp.mean(returns))) / 2, rtol=1e-5)
 
 
 def _target_statistics_loss(params, batch, hp, config, evaluate):
