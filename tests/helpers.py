@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ SHORT_RUN = dict(env="CartPole-v1", num_envs=16, num_steps=16, total_timesteps=1
 PROBE = dict(env="custom", num_envs=8, num_steps=16, num_minibatches=2, num_epochs=4, lr=3e-3, anneal_lr=False,
              hidden_sizes=(32, 32))
 """PPOConfig fields for the probe environments (tests/probe_envs.py)."""
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that was free a moment ago (bound to port 0, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def tiny_config(updates: int = 6, **overrides) -> jaxppo.PPOConfig:

@@ -15,12 +15,7 @@ import pytest
 
 from jaxppo import coordination_service
 from jaxppo.distributed import _listen
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests import helpers
 
 
 def _served(port: int) -> bool:
@@ -32,7 +27,7 @@ def _served(port: int) -> bool:
 
 
 def test_the_service_outlives_a_killed_process_0_by_its_grace():
-    port, grace = _free_port(), 2.0
+    port, grace = helpers.free_port(), 2.0
     process_0 = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from jaxppo import coordination_service as c; "
          f"c.start_beside({port}, 2, 30, {grace}); print('up', flush=True); time.sleep(60)"],

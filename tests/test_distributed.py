@@ -201,15 +201,9 @@ def test_one_all_reduce_per_minibatch_step_and_one_gather_per_update():
 
 
 # ------------------------------------------------------------------------------------------- multi-process
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_match_single_process_four_devices(tmp_path):
-    port = _free_port()
+    port = helpers.free_port()
     outs = [tmp_path / f"p{i}.npz" for i in range(2)]
     procs = [subprocess.Popen([sys.executable, str(ROOT / "tests" / "multihost_worker.py"), str(port), "2", str(i),
                                "2", str(outs[i])], env=helpers.subprocess_env(), stdout=subprocess.PIPE,
@@ -238,7 +232,7 @@ def test_two_processes_match_single_process_four_devices(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("killed", [1, 0])
 def test_a_killed_peer_ends_the_others_in_one_line_and_the_last_checkpoint_stays_the_resume_point(tmp_path, killed):
-    port, timeout = _free_port(), 30  # the line must come at once, not after JAX's heartbeat timeout
+    port, timeout = helpers.free_port(), 30  # the line must come at once, not after JAX's heartbeat timeout
     out = tmp_path / "run"
     env = helpers.subprocess_env(devices=2)
     command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
@@ -287,7 +281,7 @@ def test_layout_invariance_with_observation_and_reward_normalisation(single_devi
 
 
 def test_unreachable_coordinator_fails_within_timeout(tmp_path):
-    port, timeout = _free_port(), 3  # nobody listens there: process 0 never comes
+    port, timeout = helpers.free_port(), 3  # nobody listens there: process 0 never comes
     command = [sys.executable, "-m", "jaxppo.cli", "train", "--coordinator", f"127.0.0.1:{port}", "--num-processes",
                "2", "--process-id", "1", "--timeout", str(timeout), "--out", str(tmp_path / "run")]
     start = time.monotonic()

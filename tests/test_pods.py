@@ -67,12 +67,6 @@ def test_elastic_resume_from_4_devices_onto_2_continues_the_same_learning(tmp_pa
     assert read_final_params(tmp_path / "elastic")[2] == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _is_free(port: int) -> bool:
     with socket.socket() as sock:
         try:
@@ -110,7 +104,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
     run = tmp_path / "run"
     # 1) Two processes x 2 devices; SIGTERM to both (what SLURM sends): each finishes its chunk, one consistent
     #    checkpoint is written, both exit 0 saying how to resume.
-    procs = _train_processes([*LONG_RUN, "--out", str(run)], 2, 2, _free_port())
+    procs = _train_processes([*LONG_RUN, "--out", str(run)], 2, 2, helpers.free_port())
     results = helpers.signal_once_running(procs, run / "metrics.csv", signal.SIGTERM)
     assert [proc.returncode for proc in procs] == [0, 0], results
     assert "SIGTERM received: stopped after update" in results[0][0] and "--resume" in results[0][0]
@@ -124,7 +118,7 @@ def test_two_processes_preempted_by_sigterm_resume_elastically_on_one_process_an
     assert f"resuming {run} after update {stopped}/3000" in out
     # 3) And back: two processes x 2 devices continue from the 1-process checkpoint for 2 more.
     procs = _train_processes(["--resume", str(run), "--num-devices", "2", "--stop-after-updates", "2"], 2, 2,
-                             _free_port())
+                             helpers.free_port())
     results = [proc.communicate(timeout=180) for proc in procs]
     assert [proc.returncode for proc in procs] == [0, 0], results
     # The same learning as one uninterrupted process with 4 devices (counts are global: the same config).
@@ -196,7 +190,7 @@ def test_a_missing_or_duplicate_process_at_start_up_is_one_line_not_an_abort():
                         "--process-id 1"]),
     ]
     for ids, num_processes, needles in cases:
-        results = _join(_free_port(), num_processes, ids)
+        results = _join(helpers.free_port(), num_processes, ids)
         for (code, err), needle in zip(results, needles):
             errors = [line for line in err.splitlines() if line.startswith("jaxppo: error: ")]
             assert code == 2 and len(errors) == 1 and needle in errors[0], (ids, err)
