@@ -166,6 +166,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # ... with Brax's initialiser for the hidden layers (the inverted_double_pendulum preset's mapping).
     "jaxppo-sizes-recompute-lecun": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
                                          hidden_init="lecun_uniform", **BRAX_SIZES),
+    # One more of Brax's choices at a time on the inverted_double_pendulum preset's mapping (jaxppo-sizes-recompute):
+    # Adam's epsilon 1e-8; no value-loss clip; neither that nor the gradient-norm clip; the tanh-squashed Gaussian.
+    "jaxppo-sizes-recompute-eps8": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                        adam_eps=1e-8, **BRAX_SIZES),
+    "jaxppo-sizes-recompute-novalueclip": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                               **NO_VALUE_CLIP, **BRAX_SIZES),
+    "jaxppo-sizes-recompute-noclips": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                           max_grad_norm=1e6, **NO_VALUE_CLIP, **BRAX_SIZES),
+    "jaxppo-sizes-recompute-tanh": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
+                                        **BRAX_DISTRIBUTION, **BRAX_SIZES),
+    "jaxppo-sizes-recompute-tanh-novalueclip": dict(activation="silu", normalize_rewards=True,
+                                                    recompute_advantages=True, **NO_VALUE_CLIP, **BRAX_DISTRIBUTION,
+                                                    **BRAX_SIZES),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,

@@ -126,7 +126,7 @@ def test_eval_statistics_by_hand():
 
 @pytest.mark.parametrize("preset, variant", [("brax/ant", "jaxppo-tanh"), ("brax/hopper", "jaxppo-preset"),
                                              ("brax/inverted_pendulum", "jaxppo-tanh-eps8-recompute-noclips-lecun"),
-                                             ("brax/inverted_double_pendulum", "jaxppo-sizes-recompute")])
+                                             ("brax/inverted_double_pendulum", "jaxppo-sizes-recompute-novalueclip")])
 def test_each_brax_preset_is_the_mapping_its_comparison_with_brax_measured(preset, variant):
     # docs/results.md section 12: each brax preset was set from one jaxppo variant of experiments/brax_parity.py
     # (its batch layout scaled down). Every setting but the layout and the budget must be that variant's.
