@@ -201,15 +201,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # presets' settings; narrower than the GRU because the LRU's cost on a CPU grows with its width (its projections
     # and readout run on every step of a sequence at once). MemoryChain at width 32 after one 64-wide torso layer:
     # 1.0 on 8 of 8 fresh seeds, 0.99 reached at a median 20k steps (the GRU preset: 20k), 4.2x the GRU preset's
-    # steps/s and 0.61x its feed-forward network's (two layers: 0.45x, same quality). CartPole-PO at width 64 with
-    # lr 2e-3 (chosen from 2.5e-4 .. 2e-3 on 4 tuning seeds: 2.5e-4, the GRU's, ended at 346 sampled / 400 greedy;
-    # 2e-3 at 497 / 499.5). docs/results.md, section 11.
+    # steps/s and 0.61x its feed-forward network's (two layers: 0.45x, same quality). CartPole-PO the same way, width
+    # 32 after one 64-wide layer, lr 2e-3 (chosen on 12 tuning seeds, never the table's: 2.5e-4, the GRU's, ended at
+    # 346 sampled / 400 greedy on 4 of them; on 8 more, 1e-3 and 3e-3 each left seeds at 331-385 greedy, 2e-3 none
+    # below 494): greedy 483 on the table's 8 seeds (worst 366; width 64 after two layers, the same hour: 497, worst
+    # 488), 475 reached in 0.54x the width-64 preset's wall clock, at 0.57x the feed-forward network's steps/s
+    # (width 64: 0.31-0.34x). docs/results.md, section 11.
     "memorychain-bsuite/lru": dict(env="MemoryChain-bsuite", num_envs=16, num_steps=64, total_timesteps=500_000,
                                    lr=1e-3, num_epochs=4, num_minibatches=4, ent_coef=0.01, memory="lru",
                                    memory_size=32, hidden_sizes=(64,)),
     "jaxppo/cartpole-po-v1/lru": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
                                       total_timesteps=1_000_000, lr=2e-3, num_epochs=4, num_minibatches=4,
-                                      ent_coef=0.0, memory="lru", memory_size=64),
+                                      ent_coef=0.0, memory="lru", memory_size=32, hidden_sizes=(64,)),
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 
