@@ -161,6 +161,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     recompute_advantages=True),
     "jaxppo-tanh-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                   recompute_advantages=True, **BRAX_DISTRIBUTION),
+    # ... the hopper mapping without value-loss clipping too (the inverted_double_pendulum preset's lesson).
+    "jaxppo-preset-recompute-novalueclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                                recompute_advantages=True, **NO_VALUE_CLIP),
     "jaxppo-sizes-recompute": dict(activation="silu", normalize_rewards=True, recompute_advantages=True,
                                    **BRAX_SIZES),
     # ... with Brax's initialiser for the hidden layers (the inverted_double_pendulum preset's mapping).
@@ -179,6 +182,20 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-sizes-recompute-tanh-novalueclip": dict(activation="silu", normalize_rewards=True,
                                                     recompute_advantages=True, **NO_VALUE_CLIP, **BRAX_DISTRIBUTION,
                                                     **BRAX_SIZES),
+    # The inverted_double_pendulum preset's mapping (no value-loss clip) with a cheaper critic than Brax's 5 x 256,
+    # whose arithmetic bounds both programs: 5 x 128 (about 1/4 of it).
+    "jaxppo-sizes-recompute-novalueclip-critic5x128": dict(activation="silu", normalize_rewards=True,
+                                                          recompute_advantages=True, **NO_VALUE_CLIP,
+                                                          actor_hidden_sizes=(32,) * 4,
+                                                          critic_hidden_sizes=(128,) * 5),
+    # ... and with a narrower initial Gaussian (std 0.5 and 0.25 instead of 1: the stochastic policy that is
+    # evaluated starts less noisy; Brax's tanh-squashed one starts at softplus(0) = 0.69 before the squash).
+    "jaxppo-sizes-recompute-novalueclip-std05": dict(activation="silu", normalize_rewards=True,
+                                                    recompute_advantages=True, init_scale=0.5, **NO_VALUE_CLIP,
+                                                    **BRAX_SIZES),
+    "jaxppo-sizes-recompute-novalueclip-std025": dict(activation="silu", normalize_rewards=True,
+                                                     recompute_advantages=True, init_scale=0.25, **NO_VALUE_CLIP,
+                                                     **BRAX_SIZES),
     # Everything of Brax's that jaxppo can express (no grad-norm clip, as Brax's default: a huge max_grad_norm; the
     # fixed reward scale x 10).
     "jaxppo-braxlike": dict(activation="silu", max_grad_norm=1e6, **BRAX_DISTRIBUTION, **BRAX_SIZES,
