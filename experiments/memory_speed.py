@@ -4,9 +4,10 @@ Speed (one process, interleaved: every program is compiled first, then each repe
 turn, so all of them see the same machine load; the best repeat counts):
 
 - cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
-  GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), lru (128, the same width), lru at the width of the
-  LRU presets, and feed-forward; each lru row again as lru-associative (the parallel scan the LRU uses on
-  accelerators, forced here; "lru" is what the CPU backend runs, a sequential scan);
+  GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), lru (128, the same width), lru in the CartPole-PO LRU
+  preset's shape (width 32 after one 64-wide torso layer), and feed-forward (the default two-layer torso); each lru
+  row again as lru-associative (the parallel scan the LRU uses on accelerators, forced here; "lru" is what the CPU
+  backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the LRU preset
   (`<preset>/lru`), the GRU preset with memory="lru" (only the core differs), and feed-forward (the GRU preset with
   memory="none");
@@ -156,8 +157,8 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
         base = PPOConfig(env="CartPole-v1", num_envs=4, num_steps=128, num_minibatches=4, num_epochs=4,
                          total_timesteps=steps, memory="gru", memory_size=128)
         gru, lru = base, dataclasses.replace(base, memory="lru", memory_size=128)
-        lru_preset = preset_config("memorychain-bsuite/lru")  # the width of the LRU presets
-        narrow = dataclasses.replace(lru, memory_size=lru_preset.memory_size)
+        shape = preset_config("jaxppo/cartpole-po-v1/lru")  # the CartPole-PO LRU preset's width and torso
+        narrow = dataclasses.replace(lru, memory_size=shape.memory_size, hidden_sizes=shape.hidden_sizes)
     else:
         gru = preset_config(setting, total_timesteps=steps)
         narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
@@ -255,7 +256,7 @@ def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[P
     budget = {"total_timesteps": args.quality_budget} if args.quality_budget else {}
     if task == "cartpole-4x128":
         config = [c for name, c, _ in speed_programs(task, budget.get("total_timesteps", 500_000), None)
-                  if name == memory][-1]  # lru: the narrow program (the LRU presets' width)
+                  if name == memory][-1]  # lru: the narrow program (the LRU presets' shape)
         return dataclasses.replace(config, sequence_length=args.sequence_length), None, None
     preset = task if memory == "gru" else f"{task}/lru"
     return preset_config(preset, sequence_length=args.sequence_length, **budget), None, None

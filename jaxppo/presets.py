@@ -122,12 +122,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ant: Brax's policy distribution (tanh-squashed Gaussian, state-dependent softplus scale + 0.001 from log 2).
     # Against Brax's PPO (positional pipeline, 16x smaller batch, 410k steps, seeds 0-2; docs/results.md section
     # 12): 779 +- 29 vs 681 +- 53; with the Gaussian of the other presets (state-independent std, clipped
-    # actions) -143 +- 59 (seeds 0-1): it had not learned to walk.
+    # actions) -143 +- 59 (seeds 0-1): it had not learned to walk. At Brax's notebook batch (2048 envs x 80 steps,
+    # 983k steps, 3 seeds) advantages recomputed before every epoch were at or above the same mapping without them
+    # at every evaluation on every seed: 211 +- 5 vs 201 +- 10 (Brax's PPO 168 +- 10).
     "brax/ant": dict(env="brax/ant", num_envs=4096, num_steps=80, total_timesteps=50_000_000, lr=3e-4,
                      anneal_lr=False, num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3,
                      ent_coef=0.01, hidden_sizes=(256, 256), activation="silu", distribution="tanh_gaussian",
                      scale_type="state_dependent", scale_fn="softplus", min_scale=1e-3,
-                     init_scale=0.6931471805599453, normalize_observations=True, normalize_rewards=True),
+                     init_scale=0.6931471805599453, normalize_observations=True, normalize_rewards=True,
+                     recompute_advantages=True),
     "brax/halfcheetah": dict(env="brax/halfcheetah", num_envs=2048, num_steps=160, total_timesteps=50_000_000,
                              lr=3e-4, anneal_lr=False, num_epochs=8, num_minibatches=32, gamma=0.95,
                              gae_lambda=0.95, clip_eps=0.3, ent_coef=0.001, hidden_sizes=(256, 256),
@@ -137,8 +140,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # vs 1084 +- 110 at 1.49x its steps/s with the ant mapping's Gaussian. At Brax's notebook batch (2048 envs x 80
     # steps, nearer this preset's 4096 x 80) that Gaussian fell behind Brax's PPO (1.97M steps, 3 seeds: 611 +- 24
     # vs 909 +- 134); Brax's tanh-squashed distribution with advantages recomputed before every epoch (the ant
-    # preset plus recomputation) was above it at every evaluation on every seed: 892 +- 52 at 1.41x Brax's
-    # steps/s, but behind Brax's PPO from 655k to 1.64M steps (section 12).
+    # preset's settings) was above it at every evaluation on every seed: 892 +- 52 at 1.41x Brax's steps/s, but
+    # behind Brax's PPO from 655k to 1.64M steps (section 12).
     "brax/hopper": dict(env="brax/hopper", num_envs=4096, num_steps=80, total_timesteps=50_000_000, lr=3e-4,
                         anneal_lr=False, num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95,
                         clip_eps=0.3, ent_coef=0.01, hidden_sizes=(256, 256), activation="silu",
@@ -205,17 +208,18 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ====================================================== variants: another core on a task (name: <preset>/<variant>)
     # The memory tasks on the linear recurrent core (memory="lru", jaxppo.memory.ResetLRU), otherwise the GRU
     # presets' settings; narrower than the GRU because the LRU's cost on a CPU grows with its width (its projections
-    # and readout run on every step of a sequence at once). MemoryChain at width 32 after one 64-wide torso layer:
-    # 1.0 on 8 of 8 fresh seeds, 0.99 reached at a median 20k steps (the GRU preset: 20k), 4.2x the GRU preset's
-    # steps/s and 0.61x its feed-forward network's (two layers: 0.45x, same quality). CartPole-PO the same way, width
-    # 32 after one 64-wide layer, lr 2e-3 (chosen on 12 tuning seeds, never the table's: 2.5e-4, the GRU's, ended at
-    # 346 sampled / 400 greedy on 4 of them; on 8 more, 1e-3 and 3e-3 each left seeds at 331-385 greedy, 2e-3 none
-    # below 494): greedy 483 on the table's 8 seeds (worst 366; width 64 after two layers, the same hour: 497, worst
-    # 488), 475 reached in 0.54x the width-64 preset's wall clock, at 0.57x the feed-forward network's steps/s
-    # (width 64: 0.31-0.34x). docs/results.md, section 11.
+    # and readout run on every step of a sequence at once). MemoryChain at width 16 after one 64-wide torso layer:
+    # 1.0 on 8 of 8 fresh seeds (and on its 30-step form), 0.99 reached at a median 27k steps (width 32: 20k; the GRU
+    # preset: 20k), 6.1x the GRU preset's steps/s and 0.89x its feed-forward network's (width 32: 4.2x, 0.61x). The
+    # shape chosen on 8 tuning seeds, where widths 16 / 32 after one 32- or 64-wide layer all solved both.
+    # CartPole-PO at width 32 after one 64-wide layer, lr 2e-3 (chosen on 12 tuning seeds, never the table's:
+    # 2.5e-4, the GRU's, ended at 346 sampled / 400 greedy on 4 of them; on 8 more, 1e-3 and 3e-3 each left seeds at
+    # 331-385 greedy, 2e-3 none below 494): greedy 483 on the table's 8 seeds (worst 366; width 64 after two layers,
+    # the same hour: 497, worst 488), 475 reached in 0.54x the width-64 preset's wall clock, at 0.57x the
+    # feed-forward network's steps/s (width 64: 0.31-0.34x). docs/results.md, section 11.
     "memorychain-bsuite/lru": dict(env="MemoryChain-bsuite", num_envs=16, num_steps=64, total_timesteps=500_000,
                                    lr=1e-3, num_epochs=4, num_minibatches=4, ent_coef=0.01, memory="lru",
-                                   memory_size=32, hidden_sizes=(64,)),
+                                   memory_size=16, hidden_sizes=(64,)),
     "jaxppo/cartpole-po-v1/lru": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
                                       total_timesteps=1_000_000, lr=2e-3, num_epochs=4, num_minibatches=4,
                                       ent_coef=0.0, memory="lru", memory_size=32, hidden_sizes=(64,)),

@@ -124,7 +124,8 @@ def test_eval_statistics_by_hand():
     assert sem == pytest.approx(np.sqrt(20 / 3) / 2)
 
 
-@pytest.mark.parametrize("preset, variant", [("brax/ant", "jaxppo-tanh"), ("brax/hopper", "jaxppo-tanh-recompute"),
+@pytest.mark.parametrize("preset, variant", [("brax/ant", "jaxppo-tanh-recompute"),
+                                             ("brax/hopper", "jaxppo-tanh-recompute"),
                                              ("brax/inverted_pendulum", "jaxppo-tanh-eps8-recompute-noclips-lecun"),
                                              ("brax/inverted_double_pendulum", "jaxppo-sizes-recompute-novalueclip")])
 def test_each_brax_preset_is_the_mapping_its_comparison_with_brax_measured(preset, variant):
