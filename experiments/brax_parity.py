@@ -161,6 +161,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
                                     recompute_advantages=True),
     "jaxppo-tanh-recompute": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                   recompute_advantages=True, **BRAX_DISTRIBUTION),
+    # ... the ant / hopper presets' mapping (jaxppo-tanh-recompute) with one more of Brax's choices: no value-loss
+    # clip, or Brax's initialiser for the hidden layers (what closed inverted_pendulum's gap).
+    "jaxppo-tanh-recompute-novalueclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                              recompute_advantages=True, **BRAX_DISTRIBUTION, **NO_VALUE_CLIP),
+    "jaxppo-tanh-recompute-lecun": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
+                                        recompute_advantages=True, hidden_init="lecun_uniform", **BRAX_DISTRIBUTION),
     # ... the hopper mapping without value-loss clipping too (the inverted_double_pendulum preset's lesson).
     "jaxppo-preset-recompute-novalueclip": dict(hidden_sizes=(256, 256), activation="silu", normalize_rewards=True,
                                                 recompute_advantages=True, **NO_VALUE_CLIP),

@@ -125,7 +125,7 @@ def test_eval_statistics_by_hand():
 
 
 @pytest.mark.parametrize("preset, variant", [("brax/ant", "jaxppo-tanh-recompute"),
-                                             ("brax/hopper", "jaxppo-tanh-recompute"),
+                                             ("brax/hopper", "jaxppo-tanh-recompute-novalueclip"),
                                              ("brax/inverted_pendulum", "jaxppo-tanh-eps8-recompute-noclips-lecun"),
                                              ("brax/inverted_double_pendulum", "jaxppo-sizes-recompute-novalueclip")])
 def test_each_brax_preset_is_the_mapping_its_comparison_with_brax_measured(preset, variant):
