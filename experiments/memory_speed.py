@@ -4,21 +4,23 @@ Speed (one process, interleaved: every program is compiled first, then each repe
 turn, so all of them see the same machine load; the best repeat counts):
 
 - cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
-  GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), lru (128, the same width), lru in the CartPole-PO LRU
+  GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), gru-shared (the same GRU with memory_shared=True: one
+  torso and one core for both heads, PureJaxRL's shape), lru (128, the same width), lru in the CartPole-PO LRU
   preset's shape (width 32 after one 64-wide torso layer), and feed-forward (the default two-layer torso); each lru
   row again as lru-associative (the parallel scan the LRU uses on accelerators, forced here; "lru" is what the CPU
   backend runs, a sequential scan);
-- the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the LRU preset
-  (`<preset>/lru`), the GRU preset with memory="lru" (only the core differs), and feed-forward (the GRU preset with
-  memory="none");
+- the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the GRU preset with
+  memory_shared=True (gru-shared), the LRU preset (`<preset>/lru`), the GRU preset with memory="lru" (only the
+  core differs), and feed-forward (the GRU preset with memory="none");
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
 
-Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset at equal env steps,
---seeds seeds vmapped in one program (seed keys 1000.. : never used for tuning), reporting the final training
-return, a greedy evaluation, the seeds that solved the task and the time to the threshold (per seed, the first
-update where the trailing 10-update mean return reaches it; in env steps and in seconds of the vmapped run). The
-harder task is MemoryChain-bsuite with a memory length of --chain-length steps (the cue is seen on the first step,
-the query answered --chain-length steps later).
+Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset (--cores; gru-shared:
+the GRU preset with memory_shared=True) at equal env steps, --seeds seeds vmapped in one program (seed keys 1000.. :
+never used for tuning), reporting the final training return, a greedy evaluation, the seeds that solved the task
+and the time to the threshold (per seed, the first update where the trailing 10-update mean return reaches it; in
+env steps and in seconds of the vmapped run). The harder task is MemoryChain-bsuite with a memory length of
+--chain-length steps (the cue is seen on the first step, the query answered --chain-length steps later). --set
+FIELD=VALUE (repeatable) gives every quality run that PPOConfig field (its rows are named with it).
 
 --sequence-lengths L ... adds, to every speed setting, its gru and lru programs replaying sequences of L steps
 (`sequence_length`, rows "<core>-seq<L>"); --sequence-length L trains every quality run that way. --tag names the
@@ -40,6 +42,7 @@ Writes memory_speed.csv / memory_quality.csv and .md tables to --out-dir.
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import dataclasses
 import sys
@@ -163,7 +166,8 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
         gru = preset_config(setting, total_timesteps=steps)
         narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
         lru = dataclasses.replace(gru, memory="lru")  # the GRU preset with the other core: only the core differs
-    programs = [("gru", gru, False), ("lru", lru, False), ("lru-associative", lru, False)]
+    programs = [("gru", gru, False), ("gru-shared", dataclasses.replace(gru, memory_shared=True), False),
+                ("lru", lru, False), ("lru-associative", lru, False)]
     if narrow != lru:
         programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
     programs += [(f"{name}-seq{length}", dataclasses.replace(config, sequence_length=length), False)
@@ -244,7 +248,11 @@ class QualityRow(NamedTuple):
 
 
 def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[PPOConfig, Any, Any]:
-    """(config, env instance or None, env params or None) of a quality task for one core."""
+    """(config, env instance or None, env params or None) of a quality task for one core (gru-shared: the GRU
+    program with memory_shared=True, one torso and core for both heads)."""
+    if memory == "gru-shared":
+        config, env, env_params = quality_configs(task, "gru", args)
+        return dataclasses.replace(config, memory_shared=True), env, env_params
     if task == "memorychain-long":
         from gymnax.environments.bsuite.memory_chain import EnvParams, MemoryChain
 
@@ -262,6 +270,14 @@ def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[P
     return preset_config(preset, sequence_length=args.sequence_length, **budget), None, None
 
 
+def config_override(text: str) -> tuple[str, Any]:
+    """FIELD=VALUE (VALUE a Python literal) -> (field, value), for --set; a field PPOConfig lacks is refused."""
+    name, _, value = text.partition("=")
+    if name not in {f.name for f in dataclasses.fields(PPOConfig)} or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD a PPOConfig field")
+    return name, ast.literal_eval(value)
+
+
 def run_quality(args: argparse.Namespace) -> list[QualityRow]:
     rows = []
     keys = jax.random.split(jax.random.key(1000), args.seeds)
@@ -269,6 +285,7 @@ def run_quality(args: argparse.Namespace) -> list[QualityRow]:
         threshold = QUALITY_TASKS[task]
         for memory in args.cores:
             config, env, env_params = quality_configs(task, memory, args)
+            config = dataclasses.replace(config, **dict(args.set))
             train = jax.jit(jax.vmap(make_train(config, env=env, env_params=env_params))).lower(keys).compile()
             start = time.perf_counter()
             state, metrics = jax.block_until_ready(train(keys))
@@ -284,7 +301,8 @@ def run_quality(args: argparse.Namespace) -> list[QualityRow]:
             steps = np.where(reached > 0, reached * per_update, np.nan)
             solved = int(np.sum(reached > 0))
             median_steps = float(np.median(steps)) if solved == args.seeds else float("nan")
-            row = QualityRow(task, memory, config.memory_size, config.sequence_length, args.seeds,
+            label = " ".join([memory] + [f"{name}={value}" for name, value in args.set])
+            row = QualityRow(task, label, config.memory_size, config.sequence_length, args.seeds,
                              config.num_env_steps, seconds,
                              float(finals.mean()), float(finals.min()), float(greedy.mean()), float(greedy.min()),
                              solved, threshold, median_steps, median_steps / config.num_env_steps * seconds)
@@ -303,8 +321,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS),
                         default=["memorychain-bsuite", "jaxppo/cartpole-po-v1", "memorychain-long"])
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--cores", nargs="+", choices=("gru", "lru"), default=["gru", "lru"])
+    parser.add_argument("--cores", nargs="+", choices=("gru", "gru-shared", "lru"), default=["gru", "lru"])
     parser.add_argument("--quality-budget", type=int, default=None, help="replaces the presets' budgets")
+    parser.add_argument("--set", type=config_override, action="append", default=[], metavar="FIELD=VALUE",
+                        help="quality: a PPOConfig field given to every run, e.g. --set normalize_rewards=True")
     parser.add_argument("--chain-length", type=int, default=30)
     parser.add_argument("--chain-steps", type=int, default=128, help="rollout length of the long MemoryChain")
     parser.add_argument("--chain-budget", type=int, default=1_000_000)

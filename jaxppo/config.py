@@ -166,6 +166,11 @@ class PPOConfig:
     parallel (associative) on accelerators, sequential on the CPU)."""
     memory_size: int = field(128, IDENTITY)
     """Width of the memory core's carry (memory='gru' or 'lru')."""
+    memory_shared: bool = field(False, IDENTITY)
+    """With memory: ONE torso and ONE core feed both the policy head and the value head (the shape of PureJaxRL's
+    ppo_rnn.py), instead of an actor and a critic each with its own torso and core; half the recurrent arithmetic
+    (the core is the update's sequential part), and the value loss (weighted by vf_coef) then also shapes the
+    policy's features. Needs actor_hidden_sizes == critic_hidden_sizes."""
     sequence_length: int = 0
     """With memory: the update replays sequences of this many steps, each from the carry the rollout had at its
     start (truncated backpropagation through time, as RLlib's max_seq_len or R2D2's stored state: the rollout still
@@ -345,7 +350,7 @@ class PPOConfig:
             raise ValueError(f"sequence_length={self.sequence_length}: only for policies with memory (memory='gru' "
                              "or 'lru'); feed-forward minibatches are shuffled steps, leave it 0")
         for name in ("anneal_lr", "clip_value_loss", "normalize_advantages", "normalize_observations",
-                     "normalize_rewards", "recompute_advantages"):
+                     "normalize_rewards", "recompute_advantages", "memory_shared"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}={getattr(self, name)!r}: must be True or False")
         for name in ("lr", "clip_eps", "max_grad_norm", "adam_eps", "obs_clip", "reward_clip", "reward_scale"):
@@ -426,6 +431,13 @@ class PPOConfig:
             raise ValueError(f"network={self.network!r}: must be one of {', '.join(NETWORKS)}")
         if self.memory not in MEMORIES:
             raise ValueError(f"memory={self.memory!r}: must be one of {', '.join(MEMORIES)}")
+        if self.memory_shared and not self.recurrent:
+            raise ValueError("memory_shared=True: only for policies with memory (memory='gru' or 'lru'); without "
+                             "memory the actor and the critic stay separate, leave it False")
+        if self.memory_shared and self.actor_sizes != self.critic_sizes:
+            raise ValueError(f"memory_shared=True: the actor and the critic share one torso, but "
+                             f"actor_hidden_sizes={self.actor_sizes} and critic_hidden_sizes={self.critic_sizes} "
+                             "differ; set hidden_sizes only, or memory_shared=False")
 
 
 def _is_int(value: Any) -> bool:

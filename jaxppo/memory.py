@@ -305,8 +305,9 @@ def run_cores(cores: tuple[MemoryCore, ...], carries: tuple[jax.Array, ...], inp
     When the cores are of one kind and their parameters, carries and inputs have equal shapes (the default: actor
     and critic torsos of one width), they run as ONE program vmapped over a leading core axis: every matmul,
     elementwise op and time loop is issued once for all of them instead of once per core (measured end to end on a
-    CPU: GRU 1.18x, LRU 1.04-1.12x the training steps/s, docs/results.md section 11). Same arithmetic per core;
-    otherwise (e.g. actor and critic of different widths) they run one after another.
+    CPU: GRU 1.18x, LRU 1.04-1.12x the training steps/s; on a 2-core AVX-512 Xeon the vmapped GRU pair was 0.85x
+    the two run apart: CPU-dependent, docs/results.md section 11). Same arithmetic per core;
+    otherwise (e.g. actor and critic of different widths) they run one after another. One core runs as it is.
 
     Args:
       cores: memory cores; carries: float32 [B, H] each; inputs: float32 [T, B, F] each; first: bool [T, B].
@@ -314,7 +315,8 @@ def run_cores(cores: tuple[MemoryCore, ...], carries: tuple[jax.Array, ...], inp
     params = tuple(core.parameters(x.shape[-1]) for core, x in zip(cores, inputs))
     sequences = tuple(core.sequence() for core in cores)
     shapes = [jax.tree.map(jnp.shape, (p, c, x)) for p, c, x in zip(params, carries, inputs)]
-    if all(_kind(core) == _kind(cores[0]) for core in cores[1:]) and all(s == shapes[0] for s in shapes[1:]):
+    if len(cores) > 1 and all(_kind(core) == _kind(cores[0]) for core in cores[1:]) and all(
+            s == shapes[0] for s in shapes[1:]):
         stack = functools.partial(jax.tree.map, lambda *leaves: jnp.stack(leaves))
         carry, out = jax.vmap(sequences[0], in_axes=(0, 0, 0, None))(stack(*params), stack(*carries),
                                                                        stack(*inputs), first)

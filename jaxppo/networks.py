@@ -1,10 +1,11 @@
 """The actor-critic network (flax linen): separate actor and critic, each torso -> [memory core] -> head.
 
 Torso: an MLP for vector observations, or a 3x3 convolution then an MLP for HxWxC images (MinAtar). With memory
-each branch runs its torso features through its own core (jaxppo.memory). The policy head belongs to the action
-distribution family (jaxppo.distributions). Every module initialises its own parameters, orthogonal as customary
-for PPO: gain sqrt(2) in hidden layers (or LeCun-uniform, config.hidden_init), 0.01 on the policy head, 1.0 on the
-value head, zero biases.
+each branch runs its torso features through its own core (jaxppo.memory), or, with config.memory_shared, one torso
+and one core feed both heads (PureJaxRL's ppo_rnn.py shape: half the recurrent arithmetic). The policy head belongs
+to the action distribution family (jaxppo.distributions). Every module initialises its own parameters, orthogonal
+as customary for PPO: gain sqrt(2) in hidden layers (or LeCun-uniform, config.hidden_init), 0.01 on the policy
+head, 1.0 on the value head, zero biases.
 
 Every call is on a time-major sequence: observations [T, B, *obs], `first` [T, B] (the observation starts an
 episode) and a carry [B, ...] (an empty tuple without memory). A feed-forward network treats T * B observations
@@ -28,7 +29,8 @@ from jaxppo.memory import make_core, run_cores
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu, "gelu": nn.gelu, "silu": nn.silu, "elu": nn.elu}
 
 Carry = Any
-"""Recurrent state of the network: () without memory; (actor carry, critic carry) of the memory core otherwise."""
+"""Recurrent state of the network: () without memory; (actor carry, critic carry) of the memory cores, or (shared
+core's carry,) with memory_shared."""
 
 SQRT2 = math.sqrt(2.0)
 
@@ -75,7 +77,9 @@ class ActorCritic(nn.Module):
     """Separate actor and critic networks over time-major sequences (see the module docstring).
 
     The policy head is the action family's (`family.head()`), so the network's policy output is the
-    distribution's parameters; the memory core is `jaxppo.memory.make_core(memory, memory_size)`.
+    distribution's parameters; the memory core is `jaxppo.memory.make_core(memory, memory_size)`. With
+    `shared_memory` (config.memory_shared; memory only) one torso ("torso", actor_hidden_sizes) and one core
+    ("core") feed both heads.
     """
 
     obs_rank: int
@@ -87,22 +91,28 @@ class ActorCritic(nn.Module):
     memory: str = "none"
     memory_size: int = 0
     hidden_init: str = "orthogonal"
+    shared_memory: bool = False
 
     def setup(self) -> None:
-        self.actor_torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
-        self.critic_torso = Torso(self.critic_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
-        if self.memory != "none":
-            self.actor_core = make_core(self.memory, self.memory_size)
-            self.critic_core = make_core(self.memory, self.memory_size)
+        if self.shared_memory:
+            self.torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
+            self.core = make_core(self.memory, self.memory_size)
+        else:
+            self.actor_torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
+            self.critic_torso = Torso(self.critic_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
+            if self.memory != "none":
+                self.actor_core = make_core(self.memory, self.memory_size)
+                self.critic_core = make_core(self.memory, self.memory_size)
         self.actor_head = self.family.head()
         self.critic_head = dense(1, 1.0)
 
     def initial_carry(self, batch_size: int) -> Carry:
-        """The carry at the start of an episode for batch_size environments (() without memory)."""
+        """The carry at the start of an episode for batch_size environments: () without memory, one float32
+        [batch_size, memory_size] array per core otherwise."""
         if self.memory == "none":
             return ()
         core = make_core(self.memory, self.memory_size, parent=None)
-        return (core.initial_carry((batch_size,)), core.initial_carry((batch_size,)))
+        return tuple(core.initial_carry((batch_size,)) for _ in range(1 if self.shared_memory else 2))
 
     def _encode(self, torso: nn.Module, obs: jax.Array) -> jax.Array:
         lead = obs.shape[: obs.ndim - self.obs_rank]
@@ -121,6 +131,9 @@ class ActorCritic(nn.Module):
           (carry after the last step, distribution parameters with leading shape [T, B] (the family's head
           output: logits, or Gaussian (mean, log_std)), values float32 [T, B]).
         """
+        if self.shared_memory:
+            carry, (features,) = run_cores((self.core,), carry, (self._encode(self.torso, obs),), first)
+            return carry, self.actor_head(features), self.critic_head(features)[..., 0]
         actor, critic = self._encode(self.actor_torso, obs), self._encode(self.critic_torso, obs)
         if self.memory != "none":
             carry, (actor, critic) = run_cores((self.actor_core, self.critic_core), carry, (actor, critic), first)
@@ -129,9 +142,13 @@ class ActorCritic(nn.Module):
     def value_from(self, carry: Carry, obs: jax.Array) -> jax.Array:
         """float32 [B] value of obs [B, *obs] continuing from carry, never reset (a truncated step's bootstrap:
         V(final observation, the carry before the auto-reset))."""
-        critic = self._encode(self.critic_torso, obs)
-        if self.memory != "none":
-            _, critic = self.critic_core(carry[1], critic[None], jnp.zeros((1, obs.shape[0]), bool))
+        if self.shared_memory:
+            torso, core = self.torso, self.core
+        else:
+            torso, core = self.critic_torso, (self.critic_core if self.memory != "none" else None)
+        critic = self._encode(torso, obs)
+        if core is not None:
+            _, critic = core(carry[-1], critic[None], jnp.zeros((1, obs.shape[0]), bool))  # the critic's carry: last
             critic = critic[0]
         return self.critic_head(critic)[..., 0]
 
@@ -167,6 +184,7 @@ def make_network(config: PPOConfig, spec: EnvSpec, family: ActionFamily) -> Acto
         memory=config.memory,
         memory_size=config.memory_size if config.recurrent else 0,
         hidden_init=config.hidden_init,
+        shared_memory=config.memory_shared,
     )
 
 

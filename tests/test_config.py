@@ -45,6 +45,13 @@ INVALID = [
     pytest.param(dict(memory="gru", sequence_length=48), ["sequence_length=48", "divides num_steps=128"],
                  id="sequence-length-not-a-divisor"),
     pytest.param(dict(memory="gru", sequence_length=-1), ["sequence_length=-1", "must be 0"], id="sequence-length-neg"),
+    pytest.param(dict(memory_shared=True), ["memory_shared=True", "only for policies with memory"],
+                 id="memory-shared-without-memory"),
+    pytest.param(dict(memory="gru", memory_shared=True, critic_hidden_sizes=(128,)),
+                 ["memory_shared=True", "critic_hidden_sizes=(128,)", "set hidden_sizes only"],
+                 id="memory-shared-sizes"),
+    pytest.param(dict(memory="gru", memory_shared=1), ["memory_shared=1", "True or False"],
+                 id="memory-shared-not-bool"),
     pytest.param(dict(sequence_length=16), ["sequence_length=16", "only for policies with memory"],
                  id="sequence-length-without-memory"),
     # 4 environments x 128 / 64 = 8 sequences per device: not divisible into 3 minibatches.

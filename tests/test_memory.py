@@ -1,7 +1,8 @@
 """Recurrent PPO: the carry of every core (GRU, LRU) is reset exactly where an episode starts, the update replays
 the rollout exactly (ratio 1 before the first step, on one device and on two), truncation bootstraps with the carry
 before the reset, a memory probe is learned only with memory, the GRU's hand-written gradient is autodiff's, and a
-chunked, resumed LRU run equals an uninterrupted one bitwise."""
+chunked, resumed LRU run (and shared-core GRU run) equals an uninterrupted one bitwise; memory_shared=True is one
+torso and one core feeding both heads."""
 
 from __future__ import annotations
 
@@ -55,9 +56,9 @@ def _gru_config(**overrides):
                                       memory="gru", memory_size=16), **overrides})
 
 
-@pytest.mark.parametrize("memory", ["gru", "lru"])
-def test_update_replays_the_rollout_from_the_stored_carry_with_its_resets(memory):
-    config = _gru_config(memory=memory)
+@pytest.mark.parametrize("memory, shared", [("gru", False), ("lru", False), ("gru", True)])
+def test_update_replays_the_rollout_from_the_stored_carry_with_its_resets(memory, shared):
+    config = _gru_config(memory=memory, memory_shared=shared)
     agent = make_agent(config)
     params = init_params(agent.network, agent.spec, jax.random.key(0))
     ids = jnp.arange(4, dtype=jnp.int32)
@@ -116,14 +117,15 @@ def test_sequences_are_replayed_from_the_carry_the_rollout_had_at_their_start(me
     assert not np.allclose(np.asarray(wrong), by_sequence, atol=1e-4)
 
 
-@pytest.mark.parametrize("num_devices, sequence_length", [(1, 0), (2, 0), (2, 16)])
-def test_ratio_is_one_at_the_first_minibatch_step(num_devices, sequence_length):
+@pytest.mark.parametrize("num_devices, sequence_length, shared", [(1, 0, False), (2, 0, False), (2, 16, False),
+                                                                  (2, 16, True)])
+def test_ratio_is_one_at_the_first_minibatch_step(num_devices, sequence_length, shared):
     # One epoch of one minibatch: the loss is evaluated at the rollout's parameters, so if the update replays the
     # rollout exactly (same carry, same resets) every ratio is 1: approx_kl 0, nothing clipped. With sequences of
     # 16 steps each is replayed from the carry stored at its start. (Policy head gain 1: the initial logits depend
     # on the carry, so a replay from another carry moves the ratio.)
     config = _gru_config(num_epochs=1, num_devices=num_devices, total_timesteps=4 * 64,
-                         sequence_length=sequence_length, policy_head_gain=1.0)
+                         sequence_length=sequence_length, policy_head_gain=1.0, memory_shared=shared)
     _, metrics = jax.jit(jaxppo.make_train(config))(jax.random.key(0))
     assert int(metrics.episodes_completed[0]) > 0  # episodes ended mid-sequence
     assert abs(float(metrics.loss.approx_kl[0])) < 1e-6
@@ -135,18 +137,19 @@ def test_memory_probe_is_learned_with_memory_only():
     base = dict(env="custom", num_envs=16, num_steps=16, total_timesteps=16 * 16 * 150, num_minibatches=4,
                 lr=3e-3, anneal_lr=False, hidden_sizes=(32,), ent_coef=0.0)
     results = {}
-    for memory in ("gru", "none"):
-        config = jaxppo.PPOConfig(**base, memory=memory, memory_size=32, gamma=0.9)
+    for name, memory, shared in (("gru", "gru", False), ("gru-shared", "gru", True), ("none", "none", False)):
+        config = jaxppo.PPOConfig(**base, memory=memory, memory_size=32, gamma=0.9, memory_shared=shared)
         _, metrics = jax.jit(jaxppo.make_train(config, env=env))(jax.random.key(0))
-        results[memory] = float(np.nanmean(np.asarray(metrics.episode_return)[-10:]))
-    assert results["gru"] > 0.9, results
+        results[name] = float(np.nanmean(np.asarray(metrics.episode_return)[-10:]))
+    assert results["gru"] > 0.9 and results["gru-shared"] > 0.9, results
     assert abs(results["none"]) < 0.3, results  # chance: a memoryless policy expects 0
 
 
-def test_truncation_bootstrap_uses_the_carry_before_the_reset():
+@pytest.mark.parametrize("shared", [False, True])
+def test_truncation_bootstrap_uses_the_carry_before_the_reset(shared):
     env = probe_envs.TimeLimitNoTermination()  # reward 1 forever, truncated after 5 steps: V = 1 / (1 - gamma)
     config = jaxppo.PPOConfig(**{**helpers.PROBE, "total_timesteps": 32_768, "lr": 1e-2, "gamma": 0.9,
-                                 "memory": "gru", "memory_size": 16, "num_minibatches": 2})
+                                 "memory": "gru", "memory_size": 16, "num_minibatches": 2, "memory_shared": shared})
     state, _ = jax.jit(jaxppo.make_train(config, env=env))(jax.random.key(0))
     value = jaxppo.make_value_fn(config, env=env)
     v, carry = value(state.params, jnp.ones((1, 1)))
@@ -281,8 +284,9 @@ def test_lru_replays_the_rollout_exactly_on_one_and_two_devices():
 
 
 @pytest.mark.slow
-def test_chunked_resumed_lru_run_equals_an_uninterrupted_one_bitwise(tmp_path):
-    config = helpers.tiny_config(updates=4, memory="lru", memory_size=8)
+@pytest.mark.parametrize("memory, shared", [("lru", False), ("gru", True)])
+def test_chunked_resumed_recurrent_run_equals_an_uninterrupted_one_bitwise(tmp_path, memory, shared):
+    config = helpers.tiny_config(updates=4, memory=memory, memory_size=8, memory_shared=shared)
     options = RunOptions(chunk_updates=2, checkpoint_every=2)
     train_run(config, tmp_path / "whole", options, stream=io.StringIO())
     stopped = train_run(config, tmp_path / "parted", options, stop_after_updates=2, stream=io.StringIO())
@@ -296,7 +300,37 @@ def test_chunked_resumed_lru_run_equals_an_uninterrupted_one_bitwise(tmp_path):
 def test_cli_memory_flag_takes_lru():
     args, _ = parse_with_config(TrainArgs, ["--memory", "lru", "--memory-size", "32"], "jaxppo train")
     config = to_config(args.config)
-    assert (config.memory, config.memory_size, config.recurrent) == ("lru", 32, True)
+    assert (config.memory, config.memory_size, config.recurrent, config.memory_shared) == ("lru", 32, True, False)
+    args, _ = parse_with_config(TrainArgs, ["--memory", "gru", "--memory-shared"], "jaxppo train")
+    assert to_config(args.config).memory_shared is True
+
+
+def test_shared_memory_is_one_torso_and_one_core_feeding_both_heads():
+    config = _gru_config(memory_shared=True, hidden_sizes=(8,))
+    agent = make_agent(config)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    assert set(params["params"]) == {"torso", "core", "actor_head", "critic_head"}
+    separate = init_params(make_agent(_gru_config(hidden_sizes=(8,))).network, agent.spec, jax.random.key(0))
+    size = lambda p: sum(x.size for x in jax.tree.leaves(p))
+    assert size(params) == size(separate) - size(separate["params"]["critic_torso"]) - size(
+        separate["params"]["critic_core"])
+    t, b = 5, 3
+    obs = jax.random.normal(jax.random.key(1), (t, b, 4))
+    first = jnp.zeros((t, b), bool).at[2, 1].set(True)
+    carry = (jax.random.normal(jax.random.key(2), (b, 16)),)  # one carry: the one core's
+    assert jax.tree.map(jnp.shape, agent.network.initial_carry(b)) == ((b, 16),)
+    out_carry, logits, values = agent.network.apply(params, carry, obs, first)
+    # The same composition by hand from the submodules' own parameters: torso -> core -> each head.
+    p = params["params"]
+    head = lambda q, x: x @ q["kernel"] + q["bias"]
+    torso = jnp.tanh(head(p["torso"]["Dense_0"], obs))
+    core_carry, features = make_core("gru", 16).apply({"params": p["core"]}, carry[0], torso, first)
+    chex.assert_trees_all_close((out_carry, logits, values),
+                                ((core_carry,), head(p["actor_head"], features),
+                                 head(p["critic_head"], features)[..., 0]), rtol=1e-5, atol=1e-6)
+    # The bootstrap value continues the same carry without a reset.
+    value = agent.network.apply(params, carry, obs[0], method=agent.network.value_from)
+    np.testing.assert_allclose(value, values[0], rtol=1e-5, atol=1e-6)
 
 
 class _TwoCores(nn.Module):
