@@ -229,7 +229,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # steps/s) with normalised rewards, otherwise the GRU preset. Without normalisation the shared core does not
     # learn it (greedy 177 on the table's 8 seeds): the value loss's large gradients dominate the shared layers. With
     # it, one run on the table's 8 seeds (the one configuration tried; not chosen among others): final 497 (worst
-    # 478), greedy 500 on every seed, 475 reached at a median 216k steps (the GRU preset: 467, 500, 672k).
+    # 478), greedy 500 on every seed, 475 reached at a median 216k steps (the GRU preset: 467, 500, 672k; the GRU
+    # preset with normalised rewards, run afterwards: 495, 500, 201k, at 1/1.8 of this variant's steps/s).
     # docs/results.md, section 11.
     "jaxppo/cartpole-po-v1/gru-shared": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
                                              total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
