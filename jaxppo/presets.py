@@ -26,6 +26,21 @@ def _minatar(env: str) -> dict[str, Any]:
                 hidden_sizes=(256, 256))
 
 
+def _brax_locomotion(env: str, **changes: Any) -> dict[str, Any]:
+    """Brax's locomotion mapping (see the ant comment in PRESETS) for one task, with that task's measured changes."""
+    return dict(env=env, num_envs=4096, num_steps=80, total_timesteps=50_000_000, lr=3e-4, anneal_lr=False,
+                num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3, ent_coef=0.01,
+                hidden_sizes=(256, 256), activation="silu", distribution="tanh_gaussian", scale_type="state_dependent",
+                scale_fn="softplus", min_scale=1e-3, init_scale=0.6931471805599453, normalize_observations=True,
+                normalize_rewards=True, recompute_advantages=True, **changes)
+
+
+def _cartpole_po_gru(**changes: Any) -> dict[str, Any]:
+    """The CartPole-PO GRU preset's values (see its comment in PRESETS), with a variant's changes."""
+    return dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128, total_timesteps=1_000_000, lr=2.5e-4,
+                num_epochs=4, num_minibatches=4, ent_coef=0.0, memory="gru", memory_size=128, **changes)
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     # ------------------------------------------------------------------------------------------ classic control
     "cartpole-v1": dict(env="CartPole-v1", num_envs=4, num_steps=128, total_timesteps=500_000, lr=2.5e-4,
@@ -125,12 +140,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # actions) -143 +- 59 (seeds 0-1): it had not learned to walk. At Brax's notebook batch (2048 envs x 80 steps,
     # 983k steps, 3 seeds) advantages recomputed before every epoch were at or above the same mapping without them
     # at every evaluation on every seed: 211 +- 5 vs 201 +- 10 (Brax's PPO 168 +- 10).
-    "brax/ant": dict(env="brax/ant", num_envs=4096, num_steps=80, total_timesteps=50_000_000, lr=3e-4,
-                     anneal_lr=False, num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95, clip_eps=0.3,
-                     ent_coef=0.01, hidden_sizes=(256, 256), activation="silu", distribution="tanh_gaussian",
-                     scale_type="state_dependent", scale_fn="softplus", min_scale=1e-3,
-                     init_scale=0.6931471805599453, normalize_observations=True, normalize_rewards=True,
-                     recompute_advantages=True),
+    "brax/ant": _brax_locomotion("brax/ant"),
     "brax/halfcheetah": dict(env="brax/halfcheetah", num_envs=2048, num_steps=160, total_timesteps=50_000_000,
                              lr=3e-4, anneal_lr=False, num_epochs=8, num_minibatches=32, gamma=0.95,
                              gae_lambda=0.95, clip_eps=0.3, ent_coef=0.001, hidden_sizes=(256, 256),
@@ -144,12 +154,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # behind Brax's PPO from 655k to 1.64M steps. Without value-loss clipping too (as Brax's PPO, and the pendulum
     # presets): 998 +- 3 at 1.97M, higher at 655k, 1.31M, 1.64M and 1.97M on every seed (lower at 983k: 554 +- 38
     # vs 595 +- 30), behind Brax's PPO only at 983k and 1.31M (section 12).
-    "brax/hopper": dict(env="brax/hopper", num_envs=4096, num_steps=80, total_timesteps=50_000_000, lr=3e-4,
-                        anneal_lr=False, num_epochs=4, num_minibatches=32, gamma=0.97, gae_lambda=0.95,
-                        clip_eps=0.3, ent_coef=0.01, hidden_sizes=(256, 256), activation="silu",
-                        distribution="tanh_gaussian", scale_type="state_dependent", scale_fn="softplus",
-                        min_scale=1e-3, init_scale=0.6931471805599453, normalize_observations=True,
-                        normalize_rewards=True, recompute_advantages=True, clip_value_loss=False),
+    "brax/hopper": _brax_locomotion("brax/hopper", clip_value_loss=False),
     # The pendulums, from experiments/brax_parity.py (docs/results.md section 12; 3 seeds at a 16x smaller batch,
     # single-factor ablations on the ant mapping above): Brax's notebook settings at its notebook batch (2048 envs x
     # 80 steps = 163,840 env steps in 32 minibatches).
@@ -204,9 +209,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CartPole with the velocities hidden ([x, theta] only): a GRU infers them from successive observations. No
     # entropy bonus: with 0.01 the sampled policy peaked near 480 at 0.7M steps and fell back to ~410 by 2M (greedy
     # 500 throughout). With 0 at 1M: 8 fresh seeds end at 461 +- 19 sampled, 499.4 greedy. Without memory: ~48.
-    "jaxppo/cartpole-po-v1": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
-                                  total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
-                                  ent_coef=0.0, memory="gru", memory_size=128),
+    "jaxppo/cartpole-po-v1": _cartpole_po_gru(),
     # ========================================= variants: another core or network on a task (name: <preset>/<variant>)
     # The memory tasks on the linear recurrent core (memory="lru", jaxppo.memory.ResetLRU), otherwise the GRU
     # presets' settings; narrower than the GRU because the LRU's cost on a CPU grows with its width (its projections
@@ -232,10 +235,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 478), greedy 500 on every seed, 475 reached at a median 216k steps (the GRU preset: 467, 500, 672k; the GRU
     # preset with normalised rewards, run afterwards: 495, 500, 201k, at 1/1.8 of this variant's steps/s).
     # docs/results.md, section 11.
-    "jaxppo/cartpole-po-v1/gru-shared": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
-                                             total_timesteps=1_000_000, lr=2.5e-4, num_epochs=4, num_minibatches=4,
-                                             ent_coef=0.0, memory="gru", memory_size=128, memory_shared=True,
-                                             normalize_rewards=True),
+    "jaxppo/cartpole-po-v1/gru-shared": _cartpole_po_gru(memory_shared=True, normalize_rewards=True),
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 
