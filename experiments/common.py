@@ -50,6 +50,20 @@ def config_for(env_id: str, budget: str, total_timesteps: int | None = None):
     return preset_config(env_id.lower(), **({"total_timesteps": steps} if steps else {}))
 
 
+def cpu_model() -> str:
+    """The CPU's model name and its widest vector extension (from /proc/cpuinfo; "unknown CPU" where absent): ratios
+    between programs move between CPUs (e.g. vmapped matmuls), so every results file names the one it ran on."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in info.splitlines())}
+    model = fields.get("model name", "unknown CPU")
+    flags = set(fields.get("flags", "").split())
+    vector = next((name for name in ("avx512f", "avx2", "avx") if name in flags), "")
+    return f"{model}, {vector}" if vector else model
+
+
 def machine_lines() -> list[str]:
     """Lines describing the host and the jax backend (for the top of every results file)."""
     import jax
@@ -61,8 +75,8 @@ def machine_lines() -> list[str]:
         usable_cpus = os.cpu_count()
     load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return [
-        f"host: {platform.platform()}, {platform.machine()}, {os.cpu_count()} CPUs ({usable_cpus} usable), "
-        f"load average {load}, Python {platform.python_version()}",
+        f"host: {platform.platform()}, {platform.machine()} ({cpu_model()}), {os.cpu_count()} CPUs "
+        f"({usable_cpus} usable), load average {load}, Python {platform.python_version()}",
         f"jax {jax.__version__}: backend {jax.default_backend()}, device kind {device.device_kind!r}, "
         f"{jax.local_device_count()} local device(s), XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}",
     ]

@@ -11,16 +11,18 @@ turn, so all of them see the same machine load; the best repeat counts):
   backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the GRU preset with
   memory_shared=True (gru-shared), the LRU preset (`<preset>/lru`), the GRU preset with memory="lru" (only the
-  core differs), and feed-forward (the GRU preset with memory="none");
+  core differs), and feed-forward (the GRU preset with memory="none"); every setting also times lru-shared (its
+  narrow LRU program with memory_shared=True);
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
 
-Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset (--cores; gru-shared:
-the GRU preset with memory_shared=True) at equal env steps, --seeds seeds vmapped in one program (seed keys 1000.. :
-never used for tuning), reporting the final training return, a greedy evaluation, the seeds that solved the task
-and the time to the threshold (per seed, the first update where the trailing 10-update mean return reaches it; in
-env steps and in seconds of the vmapped run). The harder task is MemoryChain-bsuite with a memory length of
---chain-length steps (the cue is seen on the first step, the query answered --chain-length steps later). --set
-FIELD=VALUE (repeatable) gives every quality run that PPOConfig field (its rows are named with it).
+Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset (--cores; gru-shared /
+lru-shared: the GRU / LRU preset with memory_shared=True) at equal env steps, --seeds seeds vmapped in one program
+(split from --seed-key: 1000, the default, the table's seeds, never used for tuning), reporting the final training
+return, a greedy evaluation, the seeds that solved the task and the time to the threshold (per seed, the first update
+where the trailing 10-update mean return reaches it; in env steps and in seconds of the vmapped run). The harder
+task is MemoryChain-bsuite with a memory length of --chain-length steps (the cue is seen on the first step, the query
+answered --chain-length steps later). --set FIELD=VALUE (repeatable) gives every quality run that PPOConfig field
+(its rows are named with it).
 
 --sequence-lengths L ... adds, to every speed setting, its gru and lru programs replaying sequences of L steps
 (`sequence_length`, rows "<core>-seq<L>"); --sequence-length L trains every quality run that way. --tag names the
@@ -170,6 +172,7 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
                 ("lru", lru, False), ("lru-associative", lru, False)]
     if narrow != lru:
         programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
+    programs.append(("lru-shared", dataclasses.replace(narrow, memory_shared=True), False))
     programs += [(f"{name}-seq{length}", dataclasses.replace(config, sequence_length=length), False)
                  for length in sequence_lengths for name, config, _ in list(programs) if name in ("gru", "lru")]
     programs.append(("feed-forward", dataclasses.replace(gru, memory="none"), False))
@@ -231,6 +234,7 @@ def run_speed(args: argparse.Namespace, pjx: types.ModuleType | None) -> list[Sp
 # ---------------------------------------------------------------------------------------------------- quality
 class QualityRow(NamedTuple):
     task: str
+    seed_key: int
     memory: str
     memory_size: int
     sequence_length: int
@@ -249,9 +253,9 @@ class QualityRow(NamedTuple):
 
 def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[PPOConfig, Any, Any]:
     """(config, env instance or None, env params or None) of a quality task for one core (gru-shared: the GRU
-    program with memory_shared=True, one torso and core for both heads)."""
-    if memory == "gru-shared":
-        config, env, env_params = quality_configs(task, "gru", args)
+    program with memory_shared=True, one torso and core for both heads; lru-shared: the LRU program so)."""
+    if memory in ("gru-shared", "lru-shared"):
+        config, env, env_params = quality_configs(task, memory.removesuffix("-shared"), args)
         return dataclasses.replace(config, memory_shared=True), env, env_params
     if task == "memorychain-long":
         from gymnax.environments.bsuite.memory_chain import EnvParams, MemoryChain
@@ -280,7 +284,7 @@ def config_override(text: str) -> tuple[str, Any]:
 
 def run_quality(args: argparse.Namespace) -> list[QualityRow]:
     rows = []
-    keys = jax.random.split(jax.random.key(1000), args.seeds)
+    keys = jax.random.split(jax.random.key(args.seed_key), args.seeds)
     for task in args.tasks:
         threshold = QUALITY_TASKS[task]
         for memory in args.cores:
@@ -302,7 +306,7 @@ def run_quality(args: argparse.Namespace) -> list[QualityRow]:
             solved = int(np.sum(reached > 0))
             median_steps = float(np.median(steps)) if solved == args.seeds else float("nan")
             label = " ".join([memory] + [f"{name}={value}" for name, value in args.set])
-            row = QualityRow(task, label, config.memory_size, config.sequence_length, args.seeds,
+            row = QualityRow(task, args.seed_key, label, config.memory_size, config.sequence_length, args.seeds,
                              config.num_env_steps, seconds,
                              float(finals.mean()), float(finals.min()), float(greedy.mean()), float(greedy.min()),
                              solved, threshold, median_steps, median_steps / config.num_env_steps * seconds)
@@ -321,7 +325,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS),
                         default=["memorychain-bsuite", "jaxppo/cartpole-po-v1", "memorychain-long"])
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--cores", nargs="+", choices=("gru", "gru-shared", "lru"), default=["gru", "lru"])
+    parser.add_argument("--cores", nargs="+", choices=("gru", "gru-shared", "lru", "lru-shared"),
+                        default=["gru", "lru"])
+    parser.add_argument("--seed-key", type=int, default=1000,
+                        help="quality: the seeds are jax.random.split(key(K), --seeds); 1000, the table's, is "
+                             "never used for tuning; 7 are the tuning seeds; others are fresh")
     parser.add_argument("--quality-budget", type=int, default=None, help="replaces the presets' budgets")
     parser.add_argument("--set", type=config_override, action="append", default=[], metavar="FIELD=VALUE",
                         help="quality: a PPOConfig field given to every run, e.g. --set normalize_rewards=True")

@@ -38,7 +38,8 @@ def _brax_locomotion(env: str, **changes: Any) -> dict[str, Any]:
 def _cartpole_po_gru(**changes: Any) -> dict[str, Any]:
     """The CartPole-PO GRU preset's values (see its comment in PRESETS), with a variant's changes."""
     return dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128, total_timesteps=1_000_000, lr=2.5e-4,
-                num_epochs=4, num_minibatches=4, ent_coef=0.0, memory="gru", memory_size=128, **changes)
+                num_epochs=4, num_minibatches=4, ent_coef=0.0, memory="gru", memory_size=128,
+                normalize_rewards=True, **changes)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -209,6 +210,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # CartPole with the velocities hidden ([x, theta] only): a GRU infers them from successive observations. No
     # entropy bonus: with 0.01 the sampled policy peaked near 480 at 0.7M steps and fell back to ~410 by 2M (greedy
     # 500 throughout). With 0 at 1M: 8 fresh seeds end at 461 +- 19 sampled, 499.4 greedy. Without memory: ~48.
+    # Normalised rewards since 2026-12-07: 475 reached at a median 201k env steps instead of 672k on the table's 8
+    # seeds (final 495 vs 467, greedy 500 both), and on 8 held-out seeds (key 2000) at 240k instead of 638k (final
+    # 480 vs 467, greedy 499.5 vs 500). docs/results.md, section 11.
     "jaxppo/cartpole-po-v1": _cartpole_po_gru(),
     # ========================================= variants: another core or network on a task (name: <preset>/<variant>)
     # The memory tasks on the linear recurrent core (memory="lru", jaxppo.memory.ResetLRU), otherwise the GRU
@@ -221,21 +225,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 2.5e-4, the GRU's, ended at 346 sampled / 400 greedy on 4 of them; on 8 more, 1e-3 and 3e-3 each left seeds at
     # 331-385 greedy, 2e-3 none below 494): greedy 483 on the table's 8 seeds (worst 366; width 64 after two layers,
     # the same hour: 497, worst 488), 475 reached in 0.54x the width-64 preset's wall clock, at 0.57x the
-    # feed-forward network's steps/s (width 64: 0.31-0.34x). docs/results.md, section 11.
+    # feed-forward network's steps/s (width 64: 0.31-0.34x). With normalised rewards (2026-12-07; chosen on the 8
+    # tuning seeds: final 500 on every one, 475 at a median 159k steps instead of 580k): on the table's 8 seeds
+    # final 494 (worst 471), greedy 498 (worst 485), 475 at a median 171k steps instead of 559k. docs/results.md,
+    # section 11.
     "memorychain-bsuite/lru": dict(env="MemoryChain-bsuite", num_envs=16, num_steps=64, total_timesteps=500_000,
                                    lr=1e-3, num_epochs=4, num_minibatches=4, ent_coef=0.01, memory="lru",
                                    memory_size=16, hidden_sizes=(64,)),
     "jaxppo/cartpole-po-v1/lru": dict(env="jaxppo/CartPole-PO-v1", num_envs=16, num_steps=128,
                                       total_timesteps=1_000_000, lr=2e-3, num_epochs=4, num_minibatches=4,
-                                      ent_coef=0.0, memory="lru", memory_size=32, hidden_sizes=(64,)),
+                                      ent_coef=0.0, memory="lru", memory_size=32, hidden_sizes=(64,),
+                                      normalize_rewards=True),
     # CartPole-PO on ONE GRU for both heads (memory_shared, PureJaxRL's ppo_rnn.py shape: 1.8x the GRU preset's
-    # steps/s) with normalised rewards, otherwise the GRU preset. Without normalisation the shared core does not
-    # learn it (greedy 177 on the table's 8 seeds): the value loss's large gradients dominate the shared layers. With
-    # it, one run on the table's 8 seeds (the one configuration tried; not chosen among others): final 497 (worst
-    # 478), greedy 500 on every seed, 475 reached at a median 216k steps (the GRU preset: 467, 500, 672k; the GRU
-    # preset with normalised rewards, run afterwards: 495, 500, 201k, at 1/1.8 of this variant's steps/s).
-    # docs/results.md, section 11.
-    "jaxppo/cartpole-po-v1/gru-shared": _cartpole_po_gru(memory_shared=True, normalize_rewards=True),
+    # steps/s), otherwise the GRU preset. Without normalised rewards the shared core does not learn it (greedy 177
+    # on the table's 8 seeds): the value loss's large gradients dominate the shared layers. With them, on the table's
+    # 8 seeds: final 497 (worst 478), greedy 500 on every seed, 475 reached at a median 216k steps (the GRU preset:
+    # 495, 500, 201k); on 8 held-out seeds (key 2000): 484 (456), greedy 499.5, 216k (the GRU preset: 480, 499.5,
+    # 240k). docs/results.md, section 11.
+    "jaxppo/cartpole-po-v1/gru-shared": _cartpole_po_gru(memory_shared=True),
 }
 """Preset name -> PPOConfig field values (fields not named keep the PPOConfig default)."""
 

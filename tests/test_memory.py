@@ -56,7 +56,7 @@ def _gru_config(**overrides):
                                       memory="gru", memory_size=16), **overrides})
 
 
-@pytest.mark.parametrize("memory, shared", [("gru", False), ("lru", False), ("gru", True)])
+@pytest.mark.parametrize("memory, shared", [("gru", False), ("lru", False), ("gru", True), ("lru", True)])
 def test_update_replays_the_rollout_from_the_stored_carry_with_its_resets(memory, shared):
     config = _gru_config(memory=memory, memory_shared=shared)
     agent = make_agent(config)

@@ -143,6 +143,7 @@ def test_each_brax_preset_is_the_mapping_its_comparison_with_brax_measured(prese
 
 def test_shared_gru_variant_is_the_gru_preset_with_the_measured_changes():
     # docs/results.md section 11: the variant was measured as experiments/memory_speed.py's gru-shared program (the
-    # GRU preset with memory_shared=True) run with --set normalize_rewards=True; nothing else may differ.
+    # GRU preset with memory_shared=True) run with --set normalize_rewards=True (the GRU preset's own setting since);
+    # nothing else may differ.
     measured = dataclasses.replace(preset_config("jaxppo/cartpole-po-v1"), memory_shared=True, normalize_rewards=True)
     assert preset_config("jaxppo/cartpole-po-v1/gru-shared") == measured
