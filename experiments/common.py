@@ -7,7 +7,9 @@ importable as `common` from them. No library logic lives here; training goes thr
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
+import dataclasses
 import os
 import platform
 import time
@@ -48,6 +50,17 @@ def config_for(env_id: str, budget: str, total_timesteps: int | None = None):
 
     steps = total_timesteps or (SMALL_BUDGET[env_id] if budget == "small" else None)
     return preset_config(env_id.lower(), **({"total_timesteps": steps} if steps else {}))
+
+
+def config_field(text: str) -> tuple[str, Any]:
+    """FIELD=VALUE (VALUE a Python literal) -> (field, value), for the scripts' --set; a field PPOConfig lacks, or
+    no value, is refused with argparse's one-line error."""
+    from jaxppo.config import PPOConfig
+
+    name, _, value = text.partition("=")
+    if name not in {f.name for f in dataclasses.fields(PPOConfig)} or not value:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD a PPOConfig field")
+    return name, ast.literal_eval(value)
 
 
 def cpu_model() -> str:

@@ -14,14 +14,13 @@ its table is rewritten.
 from __future__ import annotations
 
 import argparse
-import ast
 import csv
-import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
 
+import common
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,16 +64,6 @@ def run_variant(env_id: str, variant: str, num_seeds: int, total_timesteps: int 
                 train_mean=float(final.mean()), train_se=se(final), seconds=round(seconds, 1))
 
 
-def config_change(text: str) -> tuple[str, object]:
-    """FIELD=VALUE (VALUE a Python literal) -> (field, value), for --set; a field PPOConfig lacks is refused."""
-    from jaxppo.config import PPOConfig
-
-    name, _, value = text.partition("=")
-    if name not in {f.name for f in dataclasses.fields(PPOConfig)} or not value:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD a PPOConfig field")
-    return name, ast.literal_eval(value)
-
-
 def write_table(csv_path: Path) -> None:
     with csv_path.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -96,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed-key", type=int, default=0,
                         help="seeds: jax.random.split(key(K), --num-seeds); 0 the table's, 7 the tuning seeds")
-    parser.add_argument("--set", type=config_change, action="append", default=[], metavar="FIELD=VALUE",
+    parser.add_argument("--set", type=common.config_field, action="append", default=[], metavar="FIELD=VALUE",
                         help="a PPOConfig field given to every variant (repeatable)")
     parser.add_argument("--results", default="continuous_distributions", help="result files' stem")
     args = parser.parse_args(argv)

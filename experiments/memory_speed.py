@@ -44,7 +44,6 @@ Writes memory_speed.csv / memory_quality.csv and .md tables to --out-dir.
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
 import sys
@@ -274,14 +273,6 @@ def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[P
     return preset_config(preset, sequence_length=args.sequence_length, **budget), None, None
 
 
-def config_override(text: str) -> tuple[str, Any]:
-    """FIELD=VALUE (VALUE a Python literal) -> (field, value), for --set; a field PPOConfig lacks is refused."""
-    name, _, value = text.partition("=")
-    if name not in {f.name for f in dataclasses.fields(PPOConfig)} or not value:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=VALUE with FIELD a PPOConfig field")
-    return name, ast.literal_eval(value)
-
-
 def run_quality(args: argparse.Namespace) -> list[QualityRow]:
     rows = []
     keys = jax.random.split(jax.random.key(args.seed_key), args.seeds)
@@ -331,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="quality: the seeds are jax.random.split(key(K), --seeds); 1000, the table's, is "
                              "never used for tuning; 7 are the tuning seeds; others are fresh")
     parser.add_argument("--quality-budget", type=int, default=None, help="replaces the presets' budgets")
-    parser.add_argument("--set", type=config_override, action="append", default=[], metavar="FIELD=VALUE",
+    parser.add_argument("--set", type=common.config_field, action="append", default=[], metavar="FIELD=VALUE",
                         help="quality: a PPOConfig field given to every run, e.g. --set normalize_rewards=True")
     parser.add_argument("--chain-length", type=int, default=30)
     parser.add_argument("--chain-steps", type=int, default=128, help="rollout length of the long MemoryChain")
