@@ -78,7 +78,7 @@ class ActorCritic(nn.Module):
 
     The policy head is the action family's (`family.head()`), so the network's policy output is the
     distribution's parameters; the memory core is `jaxppo.memory.make_core(memory, memory_size)`. With
-    `shared_memory` (config.memory_shared; memory only) one torso ("torso", actor_hidden_sizes) and one core
+    `memory_shared` (the config field of that name; memory only) one torso ("torso", actor_hidden_sizes) and one core
     ("core") feed both heads.
     """
 
@@ -91,10 +91,10 @@ class ActorCritic(nn.Module):
     memory: str = "none"
     memory_size: int = 0
     hidden_init: str = "orthogonal"
-    shared_memory: bool = False
+    memory_shared: bool = False
 
     def setup(self) -> None:
-        if self.shared_memory:
+        if self.memory_shared:
             self.torso = Torso(self.actor_hidden_sizes, self.activation, self.use_cnn, self.hidden_init)
             self.core = make_core(self.memory, self.memory_size)
         else:
@@ -112,7 +112,7 @@ class ActorCritic(nn.Module):
         if self.memory == "none":
             return ()
         core = make_core(self.memory, self.memory_size, parent=None)
-        return tuple(core.initial_carry((batch_size,)) for _ in range(1 if self.shared_memory else 2))
+        return tuple(core.initial_carry((batch_size,)) for _ in range(1 if self.memory_shared else 2))
 
     def _encode(self, torso: nn.Module, obs: jax.Array) -> jax.Array:
         lead = obs.shape[: obs.ndim - self.obs_rank]
@@ -131,7 +131,7 @@ class ActorCritic(nn.Module):
           (carry after the last step, distribution parameters with leading shape [T, B] (the family's head
           output: logits, or Gaussian (mean, log_std)), values float32 [T, B]).
         """
-        if self.shared_memory:
+        if self.memory_shared:
             carry, (features,) = run_cores((self.core,), carry, (self._encode(self.torso, obs),), first)
             return carry, self.actor_head(features), self.critic_head(features)[..., 0]
         actor, critic = self._encode(self.actor_torso, obs), self._encode(self.critic_torso, obs)
@@ -142,7 +142,7 @@ class ActorCritic(nn.Module):
     def value_from(self, carry: Carry, obs: jax.Array) -> jax.Array:
         """float32 [B] value of obs [B, *obs] continuing from carry, never reset (a truncated step's bootstrap:
         V(final observation, the carry before the auto-reset))."""
-        if self.shared_memory:
+        if self.memory_shared:
             torso, core = self.torso, self.core
         else:
             torso, core = self.critic_torso, (self.critic_core if self.memory != "none" else None)
@@ -184,7 +184,7 @@ def make_network(config: PPOConfig, spec: EnvSpec, family: ActionFamily) -> Acto
         memory=config.memory,
         memory_size=config.memory_size if config.recurrent else 0,
         hidden_init=config.hidden_init,
-        shared_memory=config.memory_shared,
+        memory_shared=config.memory_shared,
     )
 
 
