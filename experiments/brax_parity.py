@@ -192,8 +192,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # whose arithmetic bounds both programs: 5 x 128 (about 1/4 of it).
     "jaxppo-sizes-recompute-novalueclip-critic5x128": dict(activation="silu", normalize_rewards=True,
                                                           recompute_advantages=True, **NO_VALUE_CLIP,
-                                                          actor_hidden_sizes=(32,) * 4,
-                                                          critic_hidden_sizes=(128,) * 5),
+                                                          **dict(BRAX_SIZES, critic_hidden_sizes=(128,) * 5)),
     # ... and with a narrower initial Gaussian (std 0.5 and 0.25 instead of 1: the stochastic policy that is
     # evaluated starts less noisy; Brax's tanh-squashed one starts at softplus(0) = 0.69 before the squash).
     "jaxppo-sizes-recompute-novalueclip-std05": dict(activation="silu", normalize_rewards=True,
@@ -213,6 +212,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "jaxppo-braxnorm": dict(activation="silu", max_grad_norm=1e6, normalize_rewards=True, **BRAX_DISTRIBUTION,
                             **BRAX_SIZES, **NO_VALUE_CLIP),
 }
+# Brax's advantage form (`advantage_form="vtrace"`: IMPALA's r_t + gamma G_{t+1} - V(x_t) through the next step's
+# lambda-return, as Brax's compute_gae returns them) on the mappings of the brax/inverted_pendulum and
+# brax/inverted_double_pendulum presets.
+VARIANTS.update({f"{name}-vtrace": dict(VARIANTS[name], advantage_form="vtrace")
+                 for name in ("jaxppo-tanh-eps8-recompute-noclips-lecun", "jaxppo-sizes-recompute-novalueclip")})
 
 
 # --------------------------------------------------------------------------------------------------- brax

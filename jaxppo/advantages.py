@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+ADVANTAGE_FORMS = ("gae", "vtrace")
+"""The policy's advantages `gae` can return (see its docstring): GAE's, or IMPALA's / Brax's PPO's."""
+
 
 def gae(
     r_t: jax.Array,
@@ -16,6 +19,7 @@ def gae(
     gamma: jax.Array | float,
     gae_lambda: jax.Array | float,
     horizon: int = 0,
+    form: str = "gae",
 ) -> tuple[jax.Array, jax.Array]:
     """GAE(lambda) over a time-major rollout.
 
@@ -31,6 +35,17 @@ def gae(
     the critic there: GAE over unrolls of k steps, as Brax's PPO computes it over its `unroll_length` (5 in its
     notebooks); the values are unchanged, only how far each advantage looks ahead.
 
+    With form="vtrace" the policy's advantages are IMPALA's (Espeholt et al. 2018, eq. 2 with on-policy V-trace
+    targets, rho = c = 1) and Brax's PPO's (`brax/training/agents/ppo/losses.py`, `compute_gae`): the one-step
+    return through the next step's lambda-return, minus the value,
+
+        A^vtrace_t = r_t + gamma * (1 - terminated_t) * G_{t+1} - v_t = delta_t + gamma * (1 - cut_t) * A_{t+1}
+
+    with G_{t+1} = v_{t+1} + A_{t+1} the next step's value target (v_next_t where step t cuts the trace; the two
+    forms of the equation agree where v_next_t = v_{t+1} inside an episode, as in the trainer's rollouts). Against
+    GAE it weighs the next step's advantage by gamma instead of gamma * lambda (the same at lambda = 1). The value
+    targets (`returns`) are GAE's lambda-returns in both forms.
+
     Args:
       r_t: float32 [T, ...] rewards.
       v_t: float32 [T, ...] values of the observations acted on.
@@ -39,8 +54,10 @@ def gae(
       done_t: bool [T, ...] episode ended at step t (terminated or truncated).
       gamma, gae_lambda: scalars (may be traced).
       horizon: static int >= 0: cut the trace after every `horizon` steps (0: only at episode ends).
+      form: static, one of ADVANTAGE_FORMS: "gae" or "vtrace" (above).
     Returns:
-      (advantages, returns) float32 [T, ...], returns = advantages + v_t (the value-loss targets).
+      (advantages, returns) float32 [T, ...]: the policy's advantages (of `form`) and the value-loss targets,
+      GAE's advantages + v_t.
     """
     if not (r_t.shape == v_t.shape == v_next_t.shape == terminated_t.shape == done_t.shape):
         raise ValueError(
@@ -49,6 +66,8 @@ def gae(
         )
     if not (isinstance(horizon, int) and horizon >= 0):
         raise ValueError(f"gae: horizon={horizon!r} must be an int >= 0 (0: no cut but episode ends)")
+    if form not in ADVANTAGE_FORMS:
+        raise ValueError(f"gae: form={form!r} must be one of {', '.join(ADVANTAGE_FORMS)}")
     not_terminated = 1.0 - terminated_t.astype(jnp.float32)
     cut_t = done_t
     if horizon:
@@ -60,7 +79,7 @@ def gae(
     def backward(a_next, inputs):
         delta, cont = inputs
         a = delta + gamma * gae_lambda * cont * a_next
-        return a, a
+        return a, (a, delta + gamma * cont * a_next)
 
-    _, advantages = lax.scan(backward, jnp.zeros_like(delta_t[0]), (delta_t, not_done), reverse=True)
-    return advantages, advantages + v_t
+    _, (advantages, vtrace) = lax.scan(backward, jnp.zeros_like(delta_t[0]), (delta_t, not_done), reverse=True)
+    return (vtrace if form == "vtrace" else advantages), advantages + v_t

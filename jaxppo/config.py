@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxppo.advantages import ADVANTAGE_FORMS
+
 CUSTOM_ENV = "custom"
 """`PPOConfig.env` value for an environment instance handed to `make_train(config, env=..., env_params=...)`."""
 
@@ -102,6 +104,10 @@ class PPOConfig:
     gae_horizon: int = 0
     """Cut GAE's trace after every gae_horizon steps of the rollout and bootstrap from the critic there (GAE over
     unrolls of that many steps, as Brax's PPO over its unroll_length); 0: over the whole rollout."""
+    advantage_form: str = "gae"
+    """The policy's advantages: 'gae' (GAE(lambda)) or 'vtrace' (IMPALA's r_t + gamma * G_{t+1} - V(x_t) through
+    the next step's lambda-return G, as Brax's PPO computes them; `jaxppo.advantages.gae`). Value targets are the
+    lambda-returns either way."""
     recompute_advantages: bool = False
     """Recompute advantages and value targets with the current critic before every epoch (Andrychowicz et al.
     2021, "What matters in on-policy RL"; Brax's PPO does it for every minibatch); False: once per rollout."""
@@ -342,6 +348,9 @@ class PPOConfig:
         if not _is_int(self.gae_horizon) or not 0 <= self.gae_horizon <= self.num_steps:
             raise ValueError(f"gae_horizon={self.gae_horizon!r}: must be an integer in [0, num_steps={self.num_steps}] "
                              "(0: GAE over the whole rollout)")
+        if self.advantage_form not in ADVANTAGE_FORMS:
+            raise ValueError(f"advantage_form={self.advantage_form!r}: must be one of {', '.join(ADVANTAGE_FORMS)} "
+                             "('gae': GAE(lambda), the default; 'vtrace': Brax's PPO's advantages)")
         if not _is_int(self.sequence_length) or self.sequence_length < 0 or (
                 self.sequence_length and self.num_steps % self.sequence_length):
             raise ValueError(f"sequence_length={self.sequence_length!r}: must be 0 (whole rollouts) or an integer "

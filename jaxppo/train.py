@@ -180,7 +180,7 @@ def update_step(agent: Agent, loss_fn: LossFn, state: TrainState, axis_name: str
 
     values_next = next_values(agent, state.params, carry, traj, state.normalizers)
     advantages, returns = gae(traj.reward, traj.value, values_next, traj.terminated, traj.terminated | traj.truncated,
-                              hp.gamma, hp.gae_lambda, config.gae_horizon)
+                              hp.gamma, hp.gae_lambda, config.gae_horizon, config.advantage_form)
     # The update sees observations exactly as the policy saw them: normalised with the pre-update statistics.
     obs = policy_input(config, traj.obs, state.normalizers)
     targets = None

@@ -67,6 +67,23 @@ def np_lambda_return(r, v, v_next, terminated, done, gamma, lam):
     return adv
 
 
+def np_vtrace_advantages(r, v, v_next, terminated, done, gamma, lam, horizon=0):
+    """Brax's PPO's policy advantages from the lambda-returns G = A^GAE + v (NumPy reference above), one env at a time:
+
+        A_t = r_t + gamma * (1 - terminated_t) * next_t - v_t,   next_t = G_{t+1}, or v_next_t where t ends its
+                                                                 episode segment or its unroll (or the rollout).
+    """
+    targets = np_gae_delta_sum(r, v, v_next, terminated, done, gamma, lam, horizon) + v
+    adv = np.zeros(r.shape, np.float64)
+    for b in range(r.shape[1]):
+        for t in range(r.shape[0]):
+            last_of_unroll = bool(horizon) and (t + 1) % horizon == 0
+            cut = done[t, b] or last_of_unroll or t == r.shape[0] - 1
+            following = v_next[t, b] if cut else targets[t + 1, b]
+            adv[t, b] = r[t, b] + gamma * (0.0 if terminated[t, b] else following) - v[t, b]
+    return adv
+
+
 def _random_rollout(seed: int, consistent: bool):
     """[T, B] rewards, values and flags with episode ends in the middle and at the last step.
 
@@ -95,9 +112,9 @@ def _random_rollout(seed: int, consistent: bool):
     return r, v, v_next, terminated, done
 
 
-def _gae(r, v, v_next, terminated, done, gamma, lam, horizon=0):
+def _gae(r, v, v_next, terminated, done, gamma, lam, horizon=0, form="gae"):
     return gae(jnp.asarray(r, jnp.float32), jnp.asarray(v, jnp.float32), jnp.asarray(v_next, jnp.float32),
-               jnp.asarray(terminated), jnp.asarray(done), gamma, lam, horizon)
+               jnp.asarray(terminated), jnp.asarray(done), gamma, lam, horizon, form)
 
 
 # ------------------------------------------------------------------------------------------ random rollouts
@@ -132,6 +149,29 @@ def test_a_horizon_cuts_every_advantage_at_the_end_of_its_unroll(horizon):
     chex.assert_trees_all_close(np.asarray(ret), (expected + v).astype(np.float32), rtol=1e-5, atol=1e-5)
     if horizon == T:
         chex.assert_trees_all_close(adv, _gae(r, v, v_next, terminated, done, 0.9, 0.8)[0])
+
+
+@pytest.mark.parametrize("horizon", [0, 5])
+def test_vtrace_form_matches_braxs_formula_and_keeps_the_lambda_returns(horizon):
+    r, v, v_next, terminated, done = _random_rollout(seed=5, consistent=True)
+    adv, ret = _gae(r, v, v_next, terminated, done, 0.97, 0.9, horizon, form="vtrace")
+    expected = np_vtrace_advantages(r, v, v_next, terminated, done, 0.97, 0.9, horizon)
+    chex.assert_trees_all_close(np.asarray(adv), expected.astype(np.float32), rtol=1e-5, atol=1e-5)
+    _, gae_ret = _gae(r, v, v_next, terminated, done, 0.97, 0.9, horizon)
+    chex.assert_trees_all_close(ret, gae_ret)  # the value targets are the lambda-returns in both forms
+    assert np.abs(np.asarray(adv) - (np.asarray(ret) - v)).max() > 0.1  # and the advantages are not GAE's
+
+
+def test_vtrace_form_is_gae_at_lambda_one():
+    r, v, v_next, terminated, done = _random_rollout(seed=6, consistent=True)
+    chex.assert_trees_all_close(_gae(r, v, v_next, terminated, done, 0.9, 1.0, form="vtrace"),
+                                _gae(r, v, v_next, terminated, done, 0.9, 1.0), rtol=1e-6, atol=1e-6)
+
+
+def test_unknown_form_raises():
+    r, v, v_next, terminated, done = _random_rollout(seed=3, consistent=False)
+    with pytest.raises(ValueError, match="form='impala'"):
+        _gae(r, v, v_next, terminated, done, 0.9, 0.9, form="impala")
 
 
 def test_terminated_and_truncated_step_bootstraps_zero():
@@ -208,6 +248,17 @@ def test_horizon_two_cuts_the_trace_between_unrolls():
     # unroll [2, 3]: A_3 = 4.25, A_2 = 3.3 + 0.45*4.25 = 5.2125
     chex.assert_trees_all_close(adv[:, 0], jnp.array([2.4575, 2.35, 5.2125, 4.25]), rtol=1e-5)
     chex.assert_trees_all_close(ret[:, 0], jnp.array([2.9575, 3.35, 6.7125, 6.25]), rtol=1e-5)
+
+
+def test_vtrace_form_by_hand():
+    r, v, v_next = _one_env([1.0, 1.0, 1.0], [2.0, 3.0, 4.0], [3.0, 4.0, 5.0])
+    terminated = np.array([[False], [False], [True]])
+    adv, ret = _gae(r, v, v_next, terminated, terminated, 0.9, 0.5, form="vtrace")
+    # gamma*lambda = 0.45;  delta = [1 + 2.7 - 2, 1 + 3.6 - 3, 1 - 4] = [1.7, 1.6, -3.0]  (step 2 terminates)
+    # GAE: A_2 = -3.0, A_1 = 1.6 + 0.45*(-3.0) = 0.25, A_0 = 1.7 + 0.45*0.25 = 1.8125;  G = A + v = [3.8125, 3.25, 1.0]
+    # vtrace: A_0 = 1 + 0.9*G_1 - 2 = 1 + 2.925 - 2 = 1.925;  A_1 = 1 + 0.9*G_2 - 3 = -1.1;  A_2 = 1 - 4 = -3.0
+    chex.assert_trees_all_close(adv[:, 0], jnp.array([1.925, -1.1, -3.0]), rtol=1e-5)
+    chex.assert_trees_all_close(ret[:, 0], jnp.array([3.8125, 3.25, 1.0]), rtol=1e-5)
 
 
 def test_negative_horizon_raises():

@@ -60,6 +60,7 @@ INVALID = [
     pytest.param(dict(gae_horizon=129), ["gae_horizon=129", "[0, num_steps=128]"], id="gae-horizon-too-long"),
     pytest.param(dict(gae_horizon=-1), ["gae_horizon=-1", "integer in [0,"], id="gae-horizon-negative"),
     pytest.param(dict(gae_horizon=5.0), ["gae_horizon=5.0", "integer"], id="gae-horizon-float"),
+    pytest.param(dict(advantage_form="impala"), ["advantage_form='impala'", "gae, vtrace"], id="advantage-form"),
     pytest.param(dict(policy_head_gain=0.0), ["policy_head_gain=0.0", "> 0.0"], id="policy-head-gain"),
     pytest.param(dict(hidden_init="xavier"), ["hidden_init='xavier'", "orthogonal, lecun_uniform"], id="hidden-init"),
     pytest.param(dict(recompute_advantages=1), ["recompute_advantages=1", "True or False"],

@@ -289,14 +289,18 @@ def test_the_trainer_recomputes_the_rollout_targets_when_the_critic_has_not_move
     # The trainer's wiring (the observation after the rollout, normalised as the policy saw it; its `first`; the
     # carry at the rollout's start): with parameters that never change, every epoch's recomputed targets are the
     # rollout's targets, whatever the horizon. With memory, so the carry matters (the feed-forward path differs
-    # only in the layout, which test_each_epoch_learns_... covers).
+    # only in the layout, which test_each_epoch_learns_... covers). With advantage_form="vtrace", so both paths
+    # must hand the config's form to gae (the third run, GAE's form, shows the forms differ here).
     memory = "gru"
     overrides = dict(env="CartPole-v1", num_envs=8, num_steps=16, num_minibatches=4, num_epochs=2,
                      total_timesteps=8 * 16 * 3, memory=memory, memory_size=8, normalize_advantages=False,
                      normalize_observations=True, gae_horizon=6)
-    runs = [jax.jit(jaxppo.make_train(jaxppo.PPOConfig(**overrides, recompute_advantages=recompute),
+    runs = [jax.jit(jaxppo.make_train(jaxppo.PPOConfig(**overrides, recompute_advantages=recompute,
+                                                       advantage_form=form),
                                       loss_fn=_target_statistics_loss))(jax.random.key(0))[1].loss
-            for recompute in (False, True)]
+            for recompute, form in ((False, "vtrace"), (True, "vtrace"), (False, "gae"))]
     for name in runs[0]:
         np.testing.assert_allclose(runs[1][name], runs[0][name], rtol=1e-5, atol=1e-6, err_msg=name)
     assert float(jnp.max(runs[0]["returns_sq"])) > 0.1  # not trivially zero targets
+    np.testing.assert_allclose(runs[2]["returns"], runs[0]["returns"], rtol=1e-5, atol=1e-6)  # same lambda-returns
+    assert np.max(np.abs(np.asarray(runs[2]["advantages_sq"]) - np.asarray(runs[0]["advantages_sq"]))) > 1e-3
