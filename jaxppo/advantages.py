@@ -1,4 +1,5 @@
-"""Generalised advantage estimation as a reverse `lax.scan`, with termination and truncation kept apart."""
+"""Generalised advantage estimation as a reverse `lax.scan`, with termination and truncation kept apart; the same
+scan also gives IMPALA's (and Brax's PPO's) form of the policy's advantages."""
 
 from __future__ import annotations
 

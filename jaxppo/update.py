@@ -311,9 +311,9 @@ def replayed_values(agent: Agent, params, memory, obs: jax.Array, first: jax.Arr
 
 def recompute_targets(agent: Agent, params, inputs: TargetInputs, hp: HParams) -> tuple[jax.Array, jax.Array]:
     """(advantages, returns) float32 [T, B] of the rollout under the critic of `params` (GAE with the config's
-    horizon and advantage form). Values are replayed over the T + 1 observations (sequences from the stored carry, with memory);
-    truncated steps keep the rollout critic's value of their final observation, which the rollout does not
-    store (Brax's PPO drops truncated steps' TD errors instead)."""
+    horizon and advantage form). Values are replayed over the T + 1 observations (sequences from the stored carry,
+    with memory); truncated steps keep the rollout critic's value of their final observation, which the rollout
+    does not store (Brax's PPO drops truncated steps' TD errors instead)."""
     values = replayed_values(agent, params, inputs.memory, inputs.obs, inputs.first)  # [T + 1, B]
     values_next = jnp.where(inputs.truncated, inputs.bootstrap_value, values[1:])
     return gae(inputs.reward, values[:-1], values_next, inputs.terminated, inputs.terminated | inputs.truncated,
