@@ -80,7 +80,8 @@ def gae(
     def backward(a_next, inputs):
         delta, cont = inputs
         a = delta + gamma * gae_lambda * cont * a_next
-        return a, (a, delta + gamma * cont * a_next)
+        return a, (a, delta + gamma * cont * a_next) if form == "vtrace" else a
 
-    _, (advantages, vtrace) = lax.scan(backward, jnp.zeros_like(delta_t[0]), (delta_t, not_done), reverse=True)
-    return (vtrace if form == "vtrace" else advantages), advantages + v_t
+    _, emitted = lax.scan(backward, jnp.zeros_like(delta_t[0]), (delta_t, not_done), reverse=True)
+    advantages, policy_advantages = emitted if form == "vtrace" else (emitted, emitted)
+    return policy_advantages, advantages + v_t
