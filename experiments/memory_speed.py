@@ -252,7 +252,7 @@ class QualityRow(NamedTuple):
 
 def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[PPOConfig, Any, Any]:
     """(config, env instance or None, env params or None) of a quality task for one core (gru-shared: the GRU
-    program with memory_shared=True, one torso and core for both heads; lru-shared: the LRU program so)."""
+    program with memory_shared=True, one torso and core for both heads; lru-shared: the LRU program with it)."""
     if memory in ("gru-shared", "lru-shared"):
         config, env, env_params = quality_configs(task, memory.removesuffix("-shared"), args)
         return dataclasses.replace(config, memory_shared=True), env, env_params
