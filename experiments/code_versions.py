@@ -4,7 +4,8 @@ Each --commits SHA is exported with `git archive SHA jaxppo` into a temporary fo
 `jaxppo_SHA` (its own imports rewritten to that name), so every version runs in the same process, interleaved:
 every program is compiled first, then each repeat times every program once in turn; the best repeat counts. The
 working tree's `jaxppo` is timed beside them, and with memory_shared=True where the program has memory (the one core
-for both heads that older versions lack). Program: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches
+for both heads that older versions lack), and with --memory gru also in the network of PureJaxRL's ppo_rnn.py (one
+ReLU layer of the GRU's width, the shared GRU, a layer of that width in each head: head_hidden_sizes). Program: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches
 (PureJaxRL's ppo_rnn.py layout), --memory gru/none, --memory-size units.
 
     .venv/bin/python experiments/code_versions.py --commits 228d5b7 4ddf848 --memory gru --repeats 5
@@ -70,6 +71,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.memory != "none":
             entries.append(["working tree, memory_shared", *build("jaxppo", args.memory, args.memory_size,
                                                                    args.steps, memory_shared=True)])
+        if args.memory == "gru":
+            width = args.memory_size
+            entries.append(["working tree, ppo_rnn.py's network", *build(
+                "jaxppo", args.memory, width, args.steps, memory_shared=True, hidden_sizes=(width,),
+                activation="relu", head_hidden_sizes=(width,))])
         best = [float("inf")] * len(entries)
         for _ in range(args.repeats):
             for i, (_, _, program) in enumerate(entries):

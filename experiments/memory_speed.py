@@ -5,18 +5,21 @@ turn, so all of them see the same machine load; the best repeat counts):
 
 - cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
   GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), gru-shared (the same GRU with memory_shared=True: one
-  torso and one core for both heads, PureJaxRL's shape), lru (128, the same width), lru in the CartPole-PO LRU
+  torso and one core for both heads), gru-shared-heads (gru-shared with a 128-wide hidden layer in each head),
+  gru-ppo-rnn (ppo_rnn.py's network: one 128-wide ReLU layer, the shared GRU, a 128-wide ReLU layer per head),
+  lru (128, the same width), lru in the CartPole-PO LRU
   preset's shape (width 32 after one 64-wide torso layer), and feed-forward (the default two-layer torso); each lru
   row again as lru-associative (the parallel scan the LRU uses on accelerators, forced here; "lru" is what the CPU
   backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the GRU preset with
-  memory_shared=True (gru-shared), the LRU preset (`<preset>/lru`), the GRU preset with memory="lru" (only the
+  memory_shared=True (gru-shared), gru-shared-heads and gru-ppo-rnn at the preset's GRU width, the LRU preset (`<preset>/lru`), the GRU preset with memory="lru" (only the
   core differs), and feed-forward (the GRU preset with memory="none"); every setting also times lru-shared (its
   narrow LRU program with memory_shared=True);
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
 
 Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset (--cores; gru-shared /
-lru-shared: the GRU / LRU preset with memory_shared=True) at equal env steps, --seeds seeds vmapped in one program
+lru-shared: the GRU / LRU preset with memory_shared=True; gru-shared-heads, gru-ppo-rnn: the programs of those names
+above, at the GRU preset's width and settings) at equal env steps, --seeds seeds vmapped in one program
 (split from --seed-key: 1000, the default, the table's seeds, never used for tuning), reporting the final training
 return, a greedy evaluation, the seeds that solved the task and the time to the threshold (per seed, the first update
 where the trailing 10-update mean return reaches it; in env steps and in seconds of the vmapped run). The harder
@@ -153,6 +156,20 @@ class SpeedRow(NamedTuple):
     vs_feed_forward: float
 
 
+def shared_with_head_layers(config: PPOConfig) -> PPOConfig:
+    """The program with one core for both heads and a hidden layer of the core's width in each head
+    (memory_shared=True, head_hidden_sizes=(memory_size,)); nothing else changed."""
+    return dataclasses.replace(config, memory_shared=True, head_hidden_sizes=(config.memory_size,))
+
+
+def ppo_rnn_shape(config: PPOConfig) -> PPOConfig:
+    """The network of PureJaxRL's ppo_rnn.py at the config's GRU width W: one W-wide ReLU layer, one GRU of W units
+    for both heads, a W-wide ReLU layer in each head (ppo_rnn.py: W = 128); the PPO settings are the config's."""
+    width = config.memory_size
+    return dataclasses.replace(config, memory="gru", memory_shared=True, hidden_sizes=(width,), activation="relu",
+                               head_hidden_sizes=(width,))
+
+
 def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
                    sequence_lengths: tuple[int, ...] = ()) -> list[tuple[str, PPOConfig, bool]]:
     """(program name, config, is PureJaxRL) of one speed setting; each jaxppo gru / lru program again with every
@@ -168,6 +185,7 @@ def speed_programs(setting: str, steps: int, pjx: types.ModuleType | None,
         narrow = preset_config(f"{setting}/lru", total_timesteps=steps)
         lru = dataclasses.replace(gru, memory="lru")  # the GRU preset with the other core: only the core differs
     programs = [("gru", gru, False), ("gru-shared", dataclasses.replace(gru, memory_shared=True), False),
+                ("gru-shared-heads", shared_with_head_layers(gru), False), ("gru-ppo-rnn", ppo_rnn_shape(gru), False),
                 ("lru", lru, False), ("lru-associative", lru, False)]
     if narrow != lru:
         programs += [("lru", narrow, False), ("lru-associative", narrow, False)]
@@ -256,6 +274,10 @@ def quality_configs(task: str, memory: str, args: argparse.Namespace) -> tuple[P
     if memory in ("gru-shared", "lru-shared"):
         config, env, env_params = quality_configs(task, memory.removesuffix("-shared"), args)
         return dataclasses.replace(config, memory_shared=True), env, env_params
+    if memory in ("gru-shared-heads", "gru-ppo-rnn"):
+        config, env, env_params = quality_configs(task, "gru", args)
+        shape = shared_with_head_layers if memory == "gru-shared-heads" else ppo_rnn_shape
+        return shape(config), env, env_params
     if task == "memorychain-long":
         from gymnax.environments.bsuite.memory_chain import EnvParams, MemoryChain
 
@@ -316,7 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tasks", nargs="+", choices=tuple(QUALITY_TASKS),
                         default=["memorychain-bsuite", "jaxppo/cartpole-po-v1", "memorychain-long"])
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--cores", nargs="+", choices=("gru", "gru-shared", "lru", "lru-shared"),
+    parser.add_argument("--cores", nargs="+", choices=("gru", "gru-shared", "gru-shared-heads", "gru-ppo-rnn", "lru",
+                                                     "lru-shared"),
                         default=["gru", "lru"])
     parser.add_argument("--seed-key", type=int, default=1000,
                         help="quality: the seeds are jax.random.split(key(K), --seeds); 1000, the table's, is "

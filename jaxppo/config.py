@@ -176,7 +176,9 @@ class PPOConfig:
     """With memory: ONE torso and ONE core feed both the policy head and the value head (the shape of PureJaxRL's
     ppo_rnn.py), instead of an actor and a critic each with its own torso and core; half the recurrent arithmetic
     (the core is the update's sequential part), and the value loss (weighted by vf_coef) then also shapes the
-    policy's features. Needs actor_hidden_sizes == critic_hidden_sizes."""
+    policy's features: with returns of order 100 and heads of one layer it drowns the policy's gradient there; a
+    layer of each head's own (head_hidden_sizes, as ppo_rnn.py) or normalize_rewards gives it back (docs/results.md,
+    section 11). Needs actor_hidden_sizes == critic_hidden_sizes."""
     sequence_length: int = 0
     """With memory: the update replays sequences of this many steps, each from the carry the rollout had at its
     start (truncated backpropagation through time, as RLlib's max_seq_len or R2D2's stored state: the rollout still
@@ -208,6 +210,10 @@ class PPOConfig:
     """Hidden layer widths of the actor MLP; None: hidden_sizes."""
     critic_hidden_sizes: tuple[int, ...] | None = field(None, IDENTITY)
     """Hidden layer widths of the critic MLP; None: hidden_sizes."""
+    head_hidden_sizes: tuple[int, ...] = field((), IDENTITY)
+    """Hidden layer widths of each head's own MLP, between its branch's features (the torso's, or the memory
+    core's output) and its output layer; () (the default): each head is one dense layer. With memory_shared, (128,)
+    is PureJaxRL's ppo_rnn.py shape: the policy and the value each get a layer of their own after the shared core."""
     num_devices: int = field(1, LAYOUT)
     """Local devices of each process to spread the environments over."""
 
@@ -225,7 +231,7 @@ class PPOConfig:
                 object.__setattr__(self, f.name, int(value))
             elif isinstance(value, numbers.Real):
                 object.__setattr__(self, f.name, float(value))
-        for name in ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes"):
+        for name in ("hidden_sizes", "actor_hidden_sizes", "critic_hidden_sizes", "head_hidden_sizes"):
             value = getattr(self, name)
             if isinstance(value, list):
                 value = tuple(value)
@@ -432,6 +438,10 @@ class PPOConfig:
                 continue
             if not isinstance(sizes, tuple) or not sizes or not all(_is_int(s) and s > 0 for s in sizes):
                 raise ValueError(f"{name}={sizes!r}: must be a non-empty tuple of positive ints, e.g. (64, 64)")
+        sizes = self.head_hidden_sizes
+        if not isinstance(sizes, tuple) or not all(_is_int(s) and s > 0 for s in sizes):
+            raise ValueError(f"head_hidden_sizes={sizes!r}: must be a tuple of positive ints, e.g. (128,), or () for "
+                             "heads of one dense layer")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation={self.activation!r}: must be one of {', '.join(ACTIVATIONS)}")
         if self.hidden_init not in HIDDEN_INITS:

@@ -73,13 +73,31 @@ class Torso(nn.Module):
         return x
 
 
+class HeadLayers(nn.Module):
+    """The hidden layers of one head, between its branch's features and its output layer (config.head_hidden_sizes):
+    float32 [..., F] -> [..., head_hidden_sizes[-1]], any leading axes (time, batch). Kernels by `hidden_init`."""
+
+    hidden_sizes: tuple[int, ...]
+    activation: str
+    hidden_init: str = "orthogonal"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _ACTIVATIONS[self.activation]
+        for width in self.hidden_sizes:
+            x = act(hidden_dense(width, self.hidden_init)(x))
+        return x
+
+
 class ActorCritic(nn.Module):
     """Separate actor and critic networks over time-major sequences (see the module docstring).
 
     The policy head is the action family's (`family.head()`), so the network's policy output is the
     distribution's parameters; the memory core is `jaxppo.memory.make_core(memory, memory_size)`. With
     `memory_shared` (the config field of that name; memory only) one torso ("torso", actor_hidden_sizes) and one core
-    ("core") feed both heads.
+    ("core") feed both heads. With `head_hidden_sizes` each head runs its own hidden layers ("actor_head_layers",
+    "critic_head_layers") before its output layer: after a shared core, PureJaxRL's ppo_rnn.py shape (one 128-wide
+    layer per head).
     """
 
     obs_rank: int
@@ -92,6 +110,7 @@ class ActorCritic(nn.Module):
     memory_size: int = 0
     hidden_init: str = "orthogonal"
     memory_shared: bool = False
+    head_hidden_sizes: tuple[int, ...] = ()
 
     def setup(self) -> None:
         if self.memory_shared:
@@ -103,8 +122,23 @@ class ActorCritic(nn.Module):
             if self.memory != "none":
                 self.actor_core = make_core(self.memory, self.memory_size)
                 self.critic_core = make_core(self.memory, self.memory_size)
+        if self.head_hidden_sizes:
+            self.actor_head_layers = HeadLayers(self.head_hidden_sizes, self.activation, self.hidden_init)
+            self.critic_head_layers = HeadLayers(self.head_hidden_sizes, self.activation, self.hidden_init)
         self.actor_head = self.family.head()
         self.critic_head = dense(1, 1.0)
+
+    def _policy(self, features: jax.Array) -> Any:
+        """The distribution's parameters from the actor branch's features [..., F]."""
+        if self.head_hidden_sizes:
+            features = self.actor_head_layers(features)
+        return self.actor_head(features)
+
+    def _value(self, features: jax.Array) -> jax.Array:
+        """float32 [...] values from the critic branch's features [..., F]."""
+        if self.head_hidden_sizes:
+            features = self.critic_head_layers(features)
+        return self.critic_head(features)[..., 0]
 
     def initial_carry(self, batch_size: int) -> Carry:
         """The carry at the start of an episode for batch_size environments: () without memory, one float32
@@ -133,11 +167,11 @@ class ActorCritic(nn.Module):
         """
         if self.memory_shared:
             carry, (features,) = run_cores((self.core,), carry, (self._encode(self.torso, obs),), first)
-            return carry, self.actor_head(features), self.critic_head(features)[..., 0]
+            return carry, self._policy(features), self._value(features)
         actor, critic = self._encode(self.actor_torso, obs), self._encode(self.critic_torso, obs)
         if self.memory != "none":
             carry, (actor, critic) = run_cores((self.actor_core, self.critic_core), carry, (actor, critic), first)
-        return carry, self.actor_head(actor), self.critic_head(critic)[..., 0]
+        return carry, self._policy(actor), self._value(critic)
 
     def value_from(self, carry: Carry, obs: jax.Array) -> jax.Array:
         """float32 [B] value of obs [B, *obs] continuing from carry, never reset (a truncated step's bootstrap:
@@ -150,7 +184,7 @@ class ActorCritic(nn.Module):
         if core is not None:
             _, critic = core(carry[-1], critic[None], jnp.zeros((1, obs.shape[0]), bool))  # the critic's carry: last
             critic = critic[0]
-        return self.critic_head(critic)[..., 0]
+        return self._value(critic)
 
 
 def uses_cnn(config: PPOConfig, spec: EnvSpec) -> bool:
@@ -185,6 +219,7 @@ def make_network(config: PPOConfig, spec: EnvSpec, family: ActionFamily) -> Acto
         memory_size=config.memory_size if config.recurrent else 0,
         hidden_init=config.hidden_init,
         memory_shared=config.memory_shared,
+        head_hidden_sizes=tuple(config.head_hidden_sizes),
     )
 
 

@@ -29,6 +29,9 @@ INVALID = [
     pytest.param(dict(lr=0), ["lr=0", "> 0.0"], id="lr"),
     pytest.param(dict(activation="sigmoid"), ["activation='sigmoid'", "tanh"], id="activation"),
     pytest.param(dict(hidden_sizes=()), ["hidden_sizes=()", "non-empty"], id="hidden-sizes"),
+    pytest.param(dict(head_hidden_sizes=(128, 0)), ["head_hidden_sizes=(128, 0)", "positive ints", "()"],
+                 id="head-hidden-sizes-zero"),
+    pytest.param(dict(head_hidden_sizes=128), ["head_hidden_sizes=128", "tuple"], id="head-hidden-sizes-int"),
     pytest.param(dict(total_timesteps=511), ["total_timesteps=511", "512"], id="less-than-one-batch"),
     pytest.param(dict(num_envs=6, num_devices=4), ["num_envs=6", "num_devices=4"], id="envs-per-device"),
     # 4 envs over 4 devices x 2 steps: per-device batch 1 * 2 = 2, not divisible by 4 (the global 8 is).

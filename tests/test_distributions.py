@@ -375,13 +375,14 @@ def test_run_folder_checkpoint_and_load_carry_the_distribution_choice(tmp_path):
     from jaxppo.runner import ChunkedRun, RunOptions, train_run
 
     choice = dict(distribution="tanh_gaussian", scale_type="state_dependent", scale_fn="softplus", min_scale=0.01,
-                  init_scale=0.4, actor_hidden_sizes=(16,), critic_hidden_sizes=(32, 32))
+                  init_scale=0.4, actor_hidden_sizes=(16,), critic_hidden_sizes=(32, 32), head_hidden_sizes=(8,))
     config = PPOConfig(env="Pendulum-v1", num_envs=4, num_steps=16, num_minibatches=2, total_timesteps=4 * 16 * 2,
                        **choice)
     run_dir = tmp_path / "run"
     train_run(config, run_dir, RunOptions(checkpoint_every=1), quiet=True)
     saved = json.loads((run_dir / "config.json").read_text())
-    assert {k: saved[k] for k in choice} == {**choice, "actor_hidden_sizes": [16], "critic_hidden_sizes": [32, 32]}
+    assert {k: saved[k] for k in choice} == {**choice, "actor_hidden_sizes": [16], "critic_hidden_sizes": [32, 32],
+                                             "head_hidden_sizes": [8]}
     run = jaxppo.load(run_dir)
     assert run.config == config
     # The loaded act() squashes: greedy actions are 2 tanh(mean) of the saved network (Pendulum's range is +-2),
@@ -398,4 +399,5 @@ def test_run_folder_checkpoint_and_load_carry_the_distribution_choice(tmp_path):
     store.close()
     assert "distribution" in str(refused.value) and "'tanh_gaussian'" in str(refused.value), refused.value
     identity = set(fields_with(PPOConfig, IDENTITY))
-    assert {"distribution", "scale_type", "scale_fn", "actor_hidden_sizes", "critic_hidden_sizes"} <= identity
+    assert {"distribution", "scale_type", "scale_fn", "actor_hidden_sizes", "critic_hidden_sizes",
+            "head_hidden_sizes"} <= identity

@@ -108,6 +108,29 @@ def test_rollout_limit_steps_every_environment_for_every_update(common, memory):
         common.make_rollout_limit(dataclasses.replace(config, num_devices=2, num_minibatches=1))
 
 
+def test_memory_speed_programs_in_ppo_rnn_shape():
+    """memory_speed's gru-ppo-rnn program has the layers of PureJaxRL's ppo_rnn.py (Dense 128 + ReLU, one GRU of 128
+    for both heads, Dense 128 + ReLU in each head, then the logits / the value), and gru-shared-heads is the GRU
+    program with only the shared core and a head layer of the core's width added."""
+    from jaxppo.agent import make_agent
+    from jaxppo.networks import init_params
+
+    memory_speed = load("memory_speed")
+    programs = {name: config for name, config, _ in memory_speed.speed_programs("cartpole-4x128", 4 * 128, None)}
+    assert programs["gru-shared-heads"] == dataclasses.replace(programs["gru"], memory_shared=True,
+                                                                head_hidden_sizes=(128,))
+    config = programs["gru-ppo-rnn"]
+    assert (config.activation, config.memory, config.memory_size, config.num_envs, config.num_steps) == (
+        "relu", "gru", 128, 4, 128)
+    agent = make_agent(config)
+    shapes = jax.eval_shape(lambda key: init_params(agent.network, agent.spec, key), jax.random.key(0))["params"]
+    kernels = {name: [leaf.shape for path, leaf in jax.tree_util.tree_leaves_with_path(shapes[name])
+                      if path[-1].key == "kernel"] for name in shapes if name != "core"}
+    assert kernels == {"torso": [(4, 128)], "actor_head_layers": [(128, 128)], "critic_head_layers": [(128, 128)],
+                       "actor_head": [(128, 2)], "critic_head": [(128, 1)]}
+    assert set(shapes) == set(kernels) | {"core"}
+
+
 def test_scaling_budgets_and_flags_by_hand():
     scaling = load("scaling")
     assert scaling.updates_for(256 * 32, 1.0) == 25  # max(20, ceil(200,000 / 8,192))

@@ -365,3 +365,28 @@ def test_cores_run_together_give_each_core_its_own_result(core, widths):
     assert not np.allclose(outputs[0], outputs[1])  # two cores, two results: swapping them would be seen
     loops = str(jax.make_jaxpr(lambda p: pair.apply(p, carries, inputs, first))(params)).count("scan[")
     assert loops == (1 if widths[0] == widths[1] else 2)
+
+
+def test_shared_core_with_head_layers_is_purejaxrl_ppo_rnn_shape():
+    """memory_shared with head_hidden_sizes=(8,): torso -> one core -> a layer of each head's own -> its output
+    layer (PureJaxRL's ppo_rnn.py), by hand; the truncation bootstrap (value_from) goes through the critic's
+    layer too."""
+    config = _gru_config(memory_shared=True, hidden_sizes=(8,), head_hidden_sizes=(8,), activation="relu")
+    agent = make_agent(config)
+    params = init_params(agent.network, agent.spec, jax.random.key(0))
+    p = params["params"]
+    assert set(p) == {"torso", "core", "actor_head_layers", "critic_head_layers", "actor_head", "critic_head"}
+    t, b = 4, 3
+    obs = jax.random.normal(jax.random.key(1), (t, b, 4))
+    first = jnp.zeros((t, b), bool).at[1, 0].set(True)
+    carry = (jax.random.normal(jax.random.key(2), (b, 16)),)
+    out_carry, logits, values = agent.network.apply(params, carry, obs, first)
+    dense = lambda q, x: x @ q["kernel"] + q["bias"]
+    torso = jax.nn.relu(dense(p["torso"]["Dense_0"], obs))
+    core_carry, features = make_core("gru", 16).apply({"params": p["core"]}, carry[0], torso, first)
+    head = lambda name, x: dense(p[name], jax.nn.relu(dense(p[f"{name}_layers"]["Dense_0"], x)))
+    chex.assert_trees_all_close((out_carry, logits, values),
+                                ((core_carry,), head("actor_head", features), head("critic_head", features)[..., 0]),
+                                rtol=1e-5, atol=1e-6)
+    value = agent.network.apply(params, carry, obs[0], method=agent.network.value_from)
+    np.testing.assert_allclose(value, values[0], rtol=1e-5, atol=1e-6)

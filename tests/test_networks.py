@@ -224,3 +224,27 @@ def test_parameter_count_from_shapes_matches_a_hand_count():
     # heads then read 8 features).
     gru = PPOConfig(memory="gru", memory_size=8)
     assert parameter_count(gru, make_agent(gru).spec) == 8960 + 2 * (64 * 24 + 24 + 8 * 24 + 8) + (8 * 2 + 2) + 9
+
+
+def test_head_hidden_layers_sit_between_each_branch_and_its_output_layer():
+    """head_hidden_sizes=(8, 6): each head runs two layers of its own (orthogonal sqrt 2, zero bias) on its branch's
+    torso features before its output layer; checked against the composition written by hand."""
+    network, params, _ = _build(PPOConfig(hidden_sizes=(5,), head_hidden_sizes=(8, 6)))
+    p = params["params"]
+    assert set(p) == {"actor_torso", "critic_torso", "actor_head_layers", "critic_head_layers", "actor_head",
+                      "critic_head"}
+    for head in ("actor_head_layers", "critic_head_layers"):
+        assert [p[head][f"Dense_{i}"]["kernel"].shape for i in range(2)] == [(5, 8), (8, 6)]
+        _assert_orthogonal(p[head]["Dense_0"]["kernel"], np.sqrt(2.0))
+    obs = jax.random.normal(jax.random.key(1), (3, 2, 4))
+    _, logits, values = _apply(network, params, obs)
+    dense = lambda q, x: x @ q["kernel"] + q["bias"]
+    mlp = lambda q, x: jnp.tanh(dense(q["Dense_1"], jnp.tanh(dense(q["Dense_0"], x))))
+    actor, critic = (jnp.tanh(dense(p[t]["Dense_0"], obs)) for t in ("actor_torso", "critic_torso"))
+    np.testing.assert_allclose(logits, dense(p["actor_head"], mlp(p["actor_head_layers"], actor)), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(values, dense(p["critic_head"], mlp(p["critic_head_layers"], critic))[..., 0],
+                               rtol=1e-5, atol=1e-6)
+    # The default () adds nothing: the parameter tree of every network before this option.
+    _, plain, _ = _build(PPOConfig(hidden_sizes=(5,)))
+    assert set(plain["params"]) == {"actor_torso", "critic_torso", "actor_head", "critic_head"}
