@@ -5,8 +5,9 @@ Each --commits SHA is exported with `git archive SHA jaxppo` into a temporary fo
 every program is compiled first, then each repeat times every program once in turn; the best repeat counts. The
 working tree's `jaxppo` is timed beside them, and with memory_shared=True where the program has memory (the one core
 for both heads that older versions lack), and with --memory gru also in the network of PureJaxRL's ppo_rnn.py (one
-ReLU layer of the GRU's width, the shared GRU, a layer of that width in each head: head_hidden_sizes). Program: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches
-(PureJaxRL's ppo_rnn.py layout), --memory gru/none, --memory-size units.
+ReLU layer of the GRU's width, the shared GRU, a layer of that width in each head: head_hidden_sizes). Program:
+CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py layout), --memory gru/none,
+--memory-size units.
 
     .venv/bin/python experiments/code_versions.py --commits 228d5b7 4ddf848 --memory gru --repeats 5
 """

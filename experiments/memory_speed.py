@@ -6,15 +6,14 @@ turn, so all of them see the same machine load; the best repeat counts):
 - cartpole-4x128: CartPole-v1, 4 envs x 128 steps, 4 epochs x 4 minibatches (PureJaxRL's ppo_rnn.py config; its
   GRU has 128 units). Rows: purejaxrl-gru, jaxppo gru (128), gru-shared (the same GRU with memory_shared=True: one
   torso and one core for both heads), gru-shared-heads (gru-shared with a 128-wide hidden layer in each head),
-  gru-ppo-rnn (ppo_rnn.py's network: one 128-wide ReLU layer, the shared GRU, a 128-wide ReLU layer per head),
-  lru (128, the same width), lru in the CartPole-PO LRU
-  preset's shape (width 32 after one 64-wide torso layer), and feed-forward (the default two-layer torso); each lru
-  row again as lru-associative (the parallel scan the LRU uses on accelerators, forced here; "lru" is what the CPU
-  backend runs, a sequential scan);
+  gru-ppo-rnn (ppo_rnn.py's network: one 128-wide ReLU layer, the shared GRU, a 128-wide ReLU layer per head), lru
+  (128, the same width), lru in the CartPole-PO LRU preset's shape (width 32 after one 64-wide torso layer), and
+  feed-forward (the default two-layer torso); each lru row again as lru-associative (the parallel scan the LRU uses
+  on accelerators, forced here; "lru" is what the CPU backend runs, a sequential scan);
 - the memory presets (memorychain-bsuite, jaxppo/cartpole-po-v1): the GRU preset, the GRU preset with
-  memory_shared=True (gru-shared), gru-shared-heads and gru-ppo-rnn at the preset's GRU width, the LRU preset (`<preset>/lru`), the GRU preset with memory="lru" (only the
-  core differs), and feed-forward (the GRU preset with memory="none"); every setting also times lru-shared (its
-  narrow LRU program with memory_shared=True);
+  memory_shared=True (gru-shared), gru-shared-heads and gru-ppo-rnn at the preset's GRU width, the LRU preset
+  (`<preset>/lru`), the GRU preset with memory="lru" (only the core differs), and feed-forward (the GRU preset with
+  memory="none"); every setting also times lru-shared (its narrow LRU program with memory_shared=True);
   PureJaxRL's ppo_rnn.py runs MemoryChain-bsuite with the preset's layout (it has no CartPole-PO).
 
 Quality (--part quality): each memory task trained with the GRU preset and with the LRU preset (--cores; gru-shared /

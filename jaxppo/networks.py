@@ -1,4 +1,5 @@
-"""The actor-critic network (flax linen): separate actor and critic, each torso -> [memory core] -> head.
+"""The actor-critic network (flax linen): separate actor and critic, each torso -> [memory core] -> [head layers] ->
+head.
 
 Torso: an MLP for vector observations, or a 3x3 convolution then an MLP for HxWxC images (MinAtar). With memory
 each branch runs its torso features through its own core (jaxppo.memory), or, with config.memory_shared, one torso
