@@ -45,6 +45,15 @@ def hidden_dense(features: int, hidden_init: str, name: str | None = None) -> nn
     return dense(features, SQRT2, name=name)
 
 
+def dense_stack(x: jax.Array, hidden_sizes: tuple[int, ...], activation: str, hidden_init: str) -> jax.Array:
+    """Hidden dense layers with `activation`, [..., F] -> [..., hidden_sizes[-1]] ([..., F] for no layers). Call it
+    inside a compact module: the layers are that module's own, named Dense_0, Dense_1, ..."""
+    act = _ACTIVATIONS[activation]
+    for width in hidden_sizes:
+        x = act(hidden_dense(width, hidden_init)(x))
+    return x
+
+
 class Torso(nn.Module):
     """Observation encoder: optional CNN (16 3x3 filters, stride 1, VALID, ReLU) then hidden dense layers.
 
@@ -67,11 +76,7 @@ class Torso(nn.Module):
             patches = jax.lax.conv_general_dilated_patches(x, (3, 3), (1, 1), "VALID",
                                                            dimension_numbers=("NHWC", "OIHW", "NHWC"))
             x = nn.relu(hidden_dense(16, self.hidden_init, name="conv")(patches))
-        x = x.reshape((x.shape[0], -1))
-        act = _ACTIVATIONS[self.activation]
-        for width in self.hidden_sizes:
-            x = act(hidden_dense(width, self.hidden_init)(x))
-        return x
+        return dense_stack(x.reshape((x.shape[0], -1)), self.hidden_sizes, self.activation, self.hidden_init)
 
 
 class HeadLayers(nn.Module):
@@ -84,10 +89,7 @@ class HeadLayers(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = _ACTIVATIONS[self.activation]
-        for width in self.hidden_sizes:
-            x = act(hidden_dense(width, self.hidden_init)(x))
-        return x
+        return dense_stack(x, self.hidden_sizes, self.activation, self.hidden_init)
 
 
 class ActorCritic(nn.Module):
